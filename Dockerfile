@@ -1,0 +1,30 @@
+# Builds everything `docker compose up` needs; no step on the host.
+#
+#   target `plugin`      – the Grafana plugin folder (dist/) in /dist
+#   target `mongopulsed` – the daemon image
+#
+# Binaries are linked statically against musl so one build runs in Grafana's
+# Alpine- and Ubuntu-based images alike.
+
+FROM rust:1.95-alpine AS backend
+RUN apk add --no-cache musl-dev
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bins
+
+FROM alpine:3.20 AS plugin
+ARG TARGETARCH=amd64
+COPY plugin.json README.md /dist/
+COPY img /dist/img
+COPY --from=backend /src/target/release/gpx_mongopulse /dist/gpx_mongopulse_linux_${TARGETARCH}
+# Grafana looks for <executable>_<os>_<arch>; the compose service copies /dist into a volume.
+CMD ["sh", "-c", "rm -rf /out/* && cp -R /dist/. /out/ && ls -l /out"]
+
+FROM alpine:3.20 AS mongopulsed
+RUN apk add --no-cache ca-certificates && adduser -D -H -u 10001 pulse
+COPY --from=backend /src/target/release/mongopulsed /usr/local/bin/mongopulsed
+USER pulse
+EXPOSE 8428
+ENTRYPOINT ["/usr/local/bin/mongopulsed"]
+CMD ["run"]

@@ -1,0 +1,206 @@
+//! The daemon's configuration: defaults, then a TOML file, then environment
+//! variables `MONGOPULSE__SECTION__KEY` (double underscores separate levels).
+//!
+//! Every field is documented in README.md ("Configuration"); keep the two in step.
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::store::{CollectionNames, Redactor};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub mongodb: MongoConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Connection URI. Change streams (live panels) need a replica set.
+    pub uri: String,
+    pub database: String,
+    /// Bound on connecting and on server selection, in seconds.
+    pub connect_timeout_secs: f64,
+    pub collections: CollectionNames,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        MongoConfig {
+            uri: "mongodb://localhost:27017/?replicaSet=rs0".into(),
+            database: "analytics".into(),
+            connect_timeout_secs: 5.0,
+            collections: CollectionNames::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the events API, health and metrics endpoints.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8428".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `mongopulse=debug,info`.
+    pub level: String,
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist")]
+    MissingFile { path: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+pub const ENV_PREFIX: &str = "MONGOPULSE__";
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile {
+                    path: path.display().to_string(),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Invalid(explain(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let t = self.mongodb.connect_timeout_secs;
+        if !(t.is_finite() && t > 0.0) {
+            return Err(ConfigError::Invalid(format!(
+                "mongodb.connect_timeout_secs must be a positive number of seconds, got {t}"
+            )));
+        }
+        if self.mongodb.database.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "mongodb.database must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML with the URI's password masked, for `print-config`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.mongodb.uri = Redactor::redact_uri(&self.mongodb.uri);
+        toml_string(&shown)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    match toml::to_string_pretty(config) {
+        Ok(s) => s,
+        Err(e) => format!("# could not render configuration: {e}\n"),
+    }
+}
+
+/// figment's errors name the key and where it came from; keep all of them.
+fn explain(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|one| one.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "pulse.toml",
+                r#"
+                [mongodb]
+                database = "from_file"
+                [http]
+                listen = "0.0.0.0:9000"
+                "#,
+            )?;
+            jail.set_env("MONGOPULSE__MONGODB__DATABASE", "from_env");
+            let c = Config::load(Some(Path::new("pulse.toml"))).unwrap();
+            assert_eq!(c.mongodb.database, "from_env");
+            assert_eq!(c.http.listen, "0.0.0.0:9000");
+            assert_eq!(c.log.level, "info");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("pulse.toml", "[mongodb]\ndatabse = \"x\"\n")?;
+            let e = Config::load(Some(Path::new("pulse.toml"))).unwrap_err();
+            assert!(e.to_string().contains("databse"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_reported() {
+        let e = Config::load(Some(Path::new("/nonexistent/pulse.toml"))).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/pulse.toml"));
+    }
+
+    #[test]
+    fn printed_config_hides_the_password() {
+        let mut c = Config::default();
+        c.mongodb.uri = "mongodb://u:topsecret@h/?replicaSet=rs0".into();
+        let text = c.to_redacted_toml();
+        assert!(!text.contains("topsecret"), "{text}");
+        assert!(text.contains("u:****@h"), "{text}");
+    }
+}

@@ -1,0 +1,56 @@
+//! The plugin's own metrics, served to Grafana through CollectMetrics.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+
+pub struct PluginMetrics {
+    registry: Registry,
+    pub clients_built: Counter,
+    health_ok: Counter,
+    health_failed: Counter,
+}
+
+impl PluginMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mongopulse_plugin");
+        let clients_built = Counter::default();
+        registry.register(
+            "clients_built",
+            "MongoDB clients built (one per data source, again when its settings change)",
+            clients_built.clone(),
+        );
+        let health_ok = Counter::default();
+        registry.register(
+            "health_checks_ok",
+            "CheckHealth calls that succeeded",
+            health_ok.clone(),
+        );
+        let health_failed = Counter::default();
+        registry.register(
+            "health_checks_failed",
+            "CheckHealth calls that failed",
+            health_failed.clone(),
+        );
+        PluginMetrics {
+            registry,
+            clients_built,
+            health_ok,
+            health_failed,
+        }
+    }
+
+    pub fn health_checks(&self, ok: bool) -> &Counter {
+        if ok {
+            &self.health_ok
+        } else {
+            &self.health_failed
+        }
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,185 @@
+//! `gpx_mongopulse`, the Grafana backend data-source plugin.
+//!
+//! In: Grafana's plugin-protocol requests over gRPC, each carrying the data
+//! source's settings. Out: CheckHealth answers and Prometheus metrics about the
+//! plugin itself.
+
+mod health;
+mod instances;
+mod metrics;
+pub mod settings;
+
+use std::sync::Arc;
+
+use grafana_plugin_sdk::backend::{self, DataSourceInstanceSettings};
+use grafana_plugin_sdk::prelude::*;
+use serde_json::Value;
+use thiserror::Error;
+
+pub use health::HealthReport;
+pub use instances::{Instance, Instances};
+use metrics::PluginMetrics;
+use settings::DataSourceSettings;
+
+/// The plugin: shared state behind an `Arc`, because the SDK clones the
+/// service for each gRPC server it registers.
+#[derive(Clone, GrafanaPlugin)]
+#[grafana_plugin(plugin_type = "datasource")]
+pub struct MongoPulsePlugin {
+    state: Arc<State>,
+}
+
+struct State {
+    instances: Instances,
+    metrics: PluginMetrics,
+}
+
+/// A request arrived without what the plugin needs to serve it.
+#[derive(Debug, Error)]
+pub enum PluginError {
+    #[error("this request carries no data-source settings; it must come from a configured Mongo Pulse data source")]
+    NoDataSource,
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
+    #[error("{0}")]
+    Connect(String),
+}
+
+impl Default for MongoPulsePlugin {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MongoPulsePlugin {
+    pub fn new() -> Self {
+        MongoPulsePlugin {
+            state: Arc::new(State {
+                instances: Instances::default(),
+                metrics: PluginMetrics::new(),
+            }),
+        }
+    }
+
+    /// The cached client for the data source a request is about.
+    pub async fn instance(
+        &self,
+        settings: Option<&DataSourceInstanceSettings<Value, Value>>,
+    ) -> Result<Arc<Instance>, PluginError> {
+        let ds = settings.ok_or(PluginError::NoDataSource)?;
+        let parsed =
+            DataSourceSettings::from_grafana(&ds.json_data, &ds.decrypted_secure_json_data)?;
+        let before = self.state.instances.built();
+        let instance = self
+            .state
+            .instances
+            .get(&ds.uid, ds.updated, parsed)
+            .await
+            .map_err(|e| PluginError::Connect(e.to_string()))?;
+        if self.state.instances.built() != before {
+            self.state.metrics.clients_built.inc();
+        }
+        Ok(instance)
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct DiagnosticsError(String);
+
+#[backend::async_trait]
+impl backend::DiagnosticsService for MongoPulsePlugin {
+    type CheckHealthError = DiagnosticsError;
+    type CollectMetricsError = DiagnosticsError;
+
+    async fn check_health(
+        &self,
+        request: backend::CheckHealthRequest<Self>,
+    ) -> Result<backend::CheckHealthResponse, Self::CheckHealthError> {
+        let settings = request.plugin_context.instance_settings.as_ref();
+        let report = match self.instance(settings).await {
+            Ok(instance) => health::check(&instance).await,
+            Err(e) => HealthReport::failed(capitalise(&e.to_string())),
+        };
+        self.state.metrics.health_checks(report.ok).inc();
+        tracing::info!(ok = report.ok, message = %report.message, "health check");
+        let response = if report.ok {
+            backend::CheckHealthResponse::ok(report.message)
+        } else {
+            backend::CheckHealthResponse::error(report.message)
+        };
+        Ok(response.with_json_details(report.details))
+    }
+
+    async fn collect_metrics(
+        &self,
+        _request: backend::CollectMetricsRequest<Self>,
+    ) -> Result<backend::CollectMetricsResponse, Self::CollectMetricsError> {
+        let text = self
+            .state
+            .metrics
+            .encode()
+            .map_err(|e| DiagnosticsError(format!("could not encode metrics: {e}")))?;
+        Ok(backend::CollectMetricsResponse::new(Some(
+            backend::MetricsPayload::prometheus(text.into_bytes()),
+        )))
+    }
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Log filter for the plugin. The SDK records whole requests, decrypted secure
+/// settings included, in its debug spans and in an info span around request
+/// conversion, so its target is held at `warn` whatever `RUST_LOG` says.
+pub fn log_filter(from_env: Option<&str>) -> String {
+    let mut directives: Vec<&str> = from_env
+        .unwrap_or("info")
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains("grafana_plugin_sdk"))
+        .collect();
+    if directives.is_empty() {
+        directives.push("info");
+    }
+    directives.push("grafana_plugin_sdk=warn");
+    directives.join(",")
+}
+
+/// Serves the plugin: prints the go-plugin handshake, then answers Grafana
+/// until the process is stopped.
+pub async fn serve() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use tracing_subscriber::prelude::*;
+    // The handshake must be the first and only line on stdout.
+    let listener = backend::initialize().await?;
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(filter))
+        .with(backend::layer())
+        .init();
+    let plugin = MongoPulsePlugin::new();
+    backend::Plugin::new()
+        .diagnostics_service(plugin)
+        .start(listener)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_logs_are_capped_whatever_rust_log_says() {
+        assert_eq!(log_filter(None), "info,grafana_plugin_sdk=warn");
+        assert_eq!(
+            log_filter(Some("trace,grafana_plugin_sdk=trace")),
+            "trace,grafana_plugin_sdk=warn"
+        );
+    }
+}

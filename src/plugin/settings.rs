@@ -1,0 +1,165 @@
+//! The data source's settings, as Grafana stores them.
+//!
+//! In: the instance's `jsonData` and decrypted `secureJsonData` (both JSON).
+//! Out: [`DataSourceSettings`], or a [`SettingsError`] naming the field at fault.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::store::CollectionNames;
+
+/// Key of the connection URI in `secureJsonData`.
+pub const URI_KEY: &str = "uri";
+
+/// Settings of one data-source instance. `Debug` never prints the URI.
+#[derive(Clone, PartialEq)]
+pub struct DataSourceSettings {
+    /// Connection URI; may hold a password, so it lives in secure JSON.
+    pub uri: String,
+    pub database: String,
+    /// Bounds connecting and CheckHealth.
+    pub connect_timeout: Duration,
+    /// Bounds each query (`maxTimeMS`).
+    pub query_timeout: Duration,
+    pub collections: CollectionNames,
+}
+
+impl fmt::Debug for DataSourceSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataSourceSettings")
+            .field("uri", &"<redacted>")
+            .field("database", &self.database)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .field("collections", &self.collections)
+            .finish()
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("no connection URI is configured: open the data source settings and enter a Connection URI such as mongodb://user:password@host:27017/?replicaSet=rs0")]
+    MissingUri,
+    #[error("setting `{field}` is invalid: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonData {
+    database: Option<String>,
+    connect_timeout_seconds: Option<f64>,
+    query_timeout_seconds: Option<f64>,
+    collections: Option<CollectionNames>,
+}
+
+pub const DEFAULT_DATABASE: &str = "analytics";
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl DataSourceSettings {
+    pub fn from_grafana(
+        json_data: &Value,
+        secure_json_data: &Value,
+    ) -> Result<Self, SettingsError> {
+        let uri = secure_json_data
+            .get(URI_KEY)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .ok_or(SettingsError::MissingUri)?
+            .to_string();
+        let data: JsonData = match json_data {
+            Value::Null => JsonData {
+                database: None,
+                connect_timeout_seconds: None,
+                query_timeout_seconds: None,
+                collections: None,
+            },
+            v => serde_json::from_value(v.clone()).map_err(|e| SettingsError::Invalid {
+                field: "jsonData".into(),
+                reason: e.to_string(),
+            })?,
+        };
+        let database = data
+            .database
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+        if database.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(SettingsError::Invalid {
+                field: "database".into(),
+                reason: format!(
+                    "'{database}' is not a valid MongoDB database name (no / \\ . space \" or $)"
+                ),
+            });
+        }
+        Ok(DataSourceSettings {
+            uri,
+            database,
+            connect_timeout: seconds("connectTimeoutSeconds", data.connect_timeout_seconds)?
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            query_timeout: seconds("queryTimeoutSeconds", data.query_timeout_seconds)?
+                .unwrap_or(DEFAULT_QUERY_TIMEOUT),
+            collections: data.collections.unwrap_or_default(),
+        })
+    }
+}
+
+fn seconds(field: &str, value: Option<f64>) -> Result<Option<Duration>, SettingsError> {
+    match value {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(SettingsError::Invalid {
+            field: field.into(),
+            reason: format!("{s} is not a number of seconds between 0 and 3600"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_apply() {
+        let s =
+            DataSourceSettings::from_grafana(&json!({}), &json!({"uri": "mongodb://h"})).unwrap();
+        assert_eq!(s.database, "analytics");
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.query_timeout, Duration::from_secs(10));
+        assert_eq!(s.collections, CollectionNames::default());
+    }
+
+    #[test]
+    fn missing_uri_tells_where_to_set_it() {
+        let e = DataSourceSettings::from_grafana(&json!({}), &json!({})).unwrap_err();
+        assert_eq!(e, SettingsError::MissingUri);
+        assert!(e.to_string().contains("Connection URI"));
+    }
+
+    #[test]
+    fn bad_timeout_names_the_field() {
+        let e = DataSourceSettings::from_grafana(
+            &json!({"connectTimeoutSeconds": -1}),
+            &json!({"uri": "mongodb://h"}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("connectTimeoutSeconds"), "{e}");
+    }
+
+    #[test]
+    fn debug_hides_the_uri() {
+        let s = DataSourceSettings::from_grafana(
+            &json!({"database": "db"}),
+            &json!({"uri": "mongodb://u:secret@h"}),
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,143 @@
+//! Building a client from a URI, and turning driver errors into advice.
+
+use std::time::Duration;
+
+use mongodb::error::ErrorKind;
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+use thiserror::Error;
+
+use super::Redactor;
+
+/// Why MongoDB could not be used. Every message names the hosts, never the password.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ConnectError {
+    #[error("the connection URI is not valid: {reason}. Expected a form like mongodb://user:password@host:27017/?replicaSet=rs0")]
+    InvalidUri { reason: String },
+
+    #[error("could not reach MongoDB at {hosts}: {reason}. Check the host name and port, that MongoDB is running, and that this machine may connect to it")]
+    Unreachable { hosts: String, reason: String },
+
+    #[error("MongoDB at {hosts} rejected the credentials{user}: {reason}. Check the user name, the password and authSource in the connection URI")]
+    Authentication {
+        hosts: String,
+        user: String,
+        reason: String,
+    },
+
+    #[error("MongoDB at {hosts} did not answer within {seconds:.1} s. Check that the host is reachable, or raise the timeout")]
+    Timeout { hosts: String, seconds: f64 },
+
+    #[error("MongoDB at {hosts} refused the request: {reason}")]
+    Server { hosts: String, reason: String },
+}
+
+/// Parses `uri` and builds a client whose server selection and connection
+/// attempts give up after `timeout`. Creating the client does not connect.
+pub async fn build_client(
+    uri: &str,
+    app_name: &str,
+    timeout: Duration,
+) -> Result<Client, ConnectError> {
+    let redactor = Redactor::for_uri(uri);
+    // An SRV URI resolves DNS while parsing, so parsing needs the bound too.
+    let parsed = tokio::time::timeout(timeout, ClientOptions::parse(uri))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            hosts: redactor.hosts().to_string(),
+            seconds: timeout.as_secs_f64(),
+        })?;
+    let mut options = parsed.map_err(|e| ConnectError::InvalidUri {
+        reason: redactor.clean(&driver_message(&e)),
+    })?;
+    options.app_name.get_or_insert_with(|| app_name.to_string());
+    options.server_selection_timeout = Some(timeout);
+    options.connect_timeout = Some(timeout);
+    Client::with_options(options).map_err(|e| ConnectError::InvalidUri {
+        reason: redactor.clean(&driver_message(&e)),
+    })
+}
+
+/// Maps a driver error met while talking to the server described by `redactor`.
+pub fn classify_error(error: &mongodb::error::Error, redactor: &Redactor) -> ConnectError {
+    let hosts = redactor.hosts().to_string();
+    let reason = redactor.clean(&driver_message(error));
+    let user = redactor
+        .user()
+        .map(|u| format!(" of user '{u}'"))
+        .unwrap_or_default();
+    let looks_like_auth = reason.contains("Authentication failed")
+        || reason.contains("AuthenticationFailed")
+        || reason.contains("SCRAM");
+    match error.kind.as_ref() {
+        ErrorKind::Authentication { .. } => ConnectError::Authentication {
+            hosts,
+            user,
+            reason,
+        },
+        ErrorKind::Command(c) if c.code == 18 => ConnectError::Authentication {
+            hosts,
+            user,
+            reason,
+        },
+        ErrorKind::InvalidArgument { .. } | ErrorKind::InvalidTlsConfig { .. } => {
+            ConnectError::InvalidUri { reason }
+        }
+        ErrorKind::ServerSelection { .. } if looks_like_auth => ConnectError::Authentication {
+            hosts,
+            user,
+            reason,
+        },
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::ConnectionPoolCleared { .. } => ConnectError::Unreachable { hosts, reason },
+        _ => ConnectError::Server { hosts, reason },
+    }
+}
+
+/// The driver's message without its `Kind:` framing and label noise.
+fn driver_message(error: &mongodb::error::Error) -> String {
+    match error.kind.as_ref() {
+        ErrorKind::InvalidArgument { message, .. }
+        | ErrorKind::Authentication { message, .. }
+        | ErrorKind::ServerSelection { message, .. }
+        | ErrorKind::DnsResolve { message, .. }
+        | ErrorKind::InvalidTlsConfig { message, .. }
+        | ErrorKind::ConnectionPoolCleared { message, .. } => message.clone(),
+        ErrorKind::Command(c) => format!("{} (code {} {})", c.message, c.code, c.code_name),
+        ErrorKind::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn malformed_uri_is_a_syntax_error_without_password() {
+        let err = build_client("mongodb://::bad", "t", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::InvalidUri { .. }), "{err:?}");
+        let err = build_client(
+            "mongodb://u:hunter2@h:notaport",
+            "t",
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("not valid"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn missing_scheme_is_rejected() {
+        let err = build_client("localhost:27017", "t", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("scheme"), "{err}");
+    }
+}

@@ -1,0 +1,13 @@
+//! MongoDB access shared by the plugin and the daemon.
+//!
+//! In: a connection URI and a time budget. Out: a `mongodb::Client`, the
+//! collection names the product uses, and [`ConnectError`]s whose messages say
+//! what went wrong and what to do, with any password in the URI redacted.
+
+mod collections;
+mod connect;
+mod redact;
+
+pub use collections::{CollectionNames, ROLLUP_LEVELS};
+pub use connect::{build_client, classify_error, ConnectError};
+pub use redact::Redactor;

@@ -1,0 +1,183 @@
+//! No Docker engine runs on our machines, so this checks that docker-compose.yml,
+//! the Dockerfile, provisioning and plugin.json agree with each other and with
+//! the code: the same plugin id, data-source uid, database, ports and paths.
+
+use std::path::Path;
+
+use mongopulse::plugin::settings::DataSourceSettings;
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn yaml(path: &str) -> Yaml {
+    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"))
+}
+
+fn plugin_json() -> Json {
+    serde_json::from_str(&read("plugin.json")).expect("plugin.json is valid JSON")
+}
+
+fn service<'a>(compose: &'a Yaml, name: &str) -> &'a Yaml {
+    let s = &compose["services"][name];
+    assert!(!s.is_null(), "docker-compose.yml has no service {name}");
+    s
+}
+
+fn strings(v: &Yaml) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env<'a>(svc: &'a Yaml, key: &str) -> &'a str {
+    svc["environment"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("environment {key} missing"))
+}
+
+#[test]
+fn plugin_json_declares_a_backend_alerting_streaming_datasource() {
+    let p = plugin_json();
+    assert_eq!(p["id"], "mongopulse-analytics-datasource");
+    assert_eq!(p["type"], "datasource");
+    assert_eq!(p["backend"], true);
+    assert_eq!(p["alerting"], true);
+    assert_eq!(p["streaming"], true);
+    assert_eq!(p["executable"], "gpx_mongopulse");
+    assert!(p["dependencies"]["grafanaDependency"]
+        .as_str()
+        .unwrap()
+        .starts_with(">="));
+    for logo in ["small", "large"] {
+        let path = p["info"]["logos"][logo].as_str().unwrap();
+        assert!(root().join(path).exists(), "logo {path} missing");
+    }
+    assert_eq!(
+        p["info"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "plugin.json and Cargo.toml versions differ"
+    );
+}
+
+#[test]
+fn compose_stack_agrees_with_plugin_json_and_provisioning() {
+    let compose = yaml("docker-compose.yml");
+    let id = plugin_json()["id"].as_str().unwrap().to_string();
+
+    // MongoDB: a replica set, initiated by the healthcheck.
+    let mongodb = service(&compose, "mongodb");
+    let command = strings(&mongodb["command"]).join(" ");
+    assert!(command.contains("--replSet rs0"), "{command}");
+    let check = strings(&mongodb["healthcheck"]["test"]).join(" ");
+    assert!(check.contains("rs.initiate"), "{check}");
+    assert!(strings(&mongodb["ports"]).contains(&"27017:27017".to_string()));
+
+    // Grafana loads the plugin folder, unsigned, and our provisioning.
+    let grafana = service(&compose, "grafana");
+    assert!(env(grafana, "GF_PLUGINS_ALLOW_LOADING_UNSIGNED_PLUGINS")
+        .split(',')
+        .any(|p| p == id));
+    let volumes = strings(&grafana["volumes"]);
+    let plugin_mount = format!(":/var/lib/grafana/plugins/{id}");
+    assert!(
+        volumes.iter().any(|v| v.contains(&plugin_mount)),
+        "{volumes:?}"
+    );
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.starts_with("./provisioning:/etc/grafana/provisioning")),
+        "{volumes:?}"
+    );
+    assert!(strings(&grafana["ports"]).contains(&"3000:3000".to_string()));
+    assert_eq!(
+        grafana["depends_on"]["plugin"]["condition"], "service_completed_successfully",
+        "Grafana must start after the plugin folder is built"
+    );
+
+    // The plugin builder fills the same volume Grafana mounts.
+    let plugin = service(&compose, "plugin");
+    let volume_name = volumes
+        .iter()
+        .find(|v| v.contains(&plugin_mount))
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(strings(&plugin["volumes"])
+        .iter()
+        .any(|v| v.starts_with(&format!("{volume_name}:"))));
+    assert!(
+        !compose["volumes"][volume_name.as_str()].is_null()
+            || compose["volumes"]
+                .as_mapping()
+                .unwrap()
+                .contains_key(&Yaml::from(volume_name.clone()))
+    );
+
+    // Every build target exists in the Dockerfile, and the executable is named as Grafana expects.
+    let dockerfile = read("Dockerfile");
+    for name in ["plugin", "mongopulsed"] {
+        let target = service(&compose, name)["build"]["target"].as_str().unwrap();
+        assert!(
+            dockerfile.contains(&format!(" AS {target}\n")),
+            "Dockerfile lacks target {target}"
+        );
+    }
+    let exe = plugin_json()["executable"].as_str().unwrap().to_string();
+    assert!(dockerfile.contains(&format!("/dist/{exe}_linux_${{TARGETARCH}}")));
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(root().join(src).exists(), "Dockerfile copies missing {src}");
+        }
+    }
+
+    // The daemon listens where compose publishes it and uses the provisioned database.
+    let daemon = service(&compose, "mongopulsed");
+    let listen_port = env(daemon, "MONGOPULSE__HTTP__LISTEN")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(strings(&daemon["ports"]).contains(&format!("{listen_port}:{listen_port}")));
+    assert!(env(daemon, "MONGOPULSE__MONGODB__URI").contains("mongodb:27017"));
+
+    // Provisioning: our type, a fixed uid, the URI Grafana's environment provides.
+    let ds_file = yaml("provisioning/datasources/mongopulse.yaml");
+    let ds = &ds_file["datasources"][0];
+    assert_eq!(ds["type"].as_str(), Some(id.as_str()));
+    assert_eq!(ds["uid"].as_str(), Some("mongopulse"));
+    let uri_ref = ds["secureJsonData"]["uri"].as_str().unwrap();
+    let var = uri_ref.trim_start_matches("${").trim_end_matches('}');
+    let uri = env(grafana, var);
+    assert!(
+        uri.contains("mongodb:27017") && uri.contains("replicaSet=rs0"),
+        "{uri}"
+    );
+    assert_eq!(
+        ds["jsonData"]["database"].as_str(),
+        Some(env(daemon, "MONGOPULSE__MONGODB__DATABASE")),
+        "Grafana and the daemon must use the same database"
+    );
+
+    // The provisioned settings are ones the plugin accepts.
+    let json_data: Json = serde_json::to_value(&ds["jsonData"]).unwrap();
+    let secure = serde_json::json!({ "uri": uri });
+    DataSourceSettings::from_grafana(&json_data, &secure).expect("provisioned settings are valid");
+}

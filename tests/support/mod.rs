@@ -1,0 +1,5 @@
+//! Shared by the black-box tests; each test binary uses a part of it.
+#![allow(dead_code)]
+
+pub mod mongo;
+pub mod plugin_harness;
