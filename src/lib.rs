@@ -8,5 +8,6 @@
 //! collection names and error messages that never carry a password.
 
 pub mod daemon;
+pub mod ingest;
 pub mod plugin;
 pub mod store;

@@ -4,20 +4,108 @@
 //! Every field is documented in README.md ("Configuration"); keep the two in step.
 
 use std::path::Path;
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::ingest::auth::AuthConfig;
+use crate::ingest::writer::WriterConfig;
+use crate::ingest::Limits;
 use crate::store::{CollectionNames, Redactor};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Identifies this daemon in `pipeline_stats` and in rollup `_id`s; give
+    /// each daemon sharing a database its own.
+    pub writer_id: String,
     pub mongodb: MongoConfig,
     pub http: HttpConfig,
+    pub ingest: IngestConfig,
+    pub auth: AuthConfig,
+    pub retention: RetentionConfig,
+    pub stats: StatsConfig,
     pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            writer_id: "main".into(),
+            mongodb: MongoConfig::default(),
+            http: HttpConfig::default(),
+            ingest: IngestConfig::default(),
+            auth: AuthConfig::default(),
+            retention: RetentionConfig::default(),
+            stats: StatsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    pub limits: Limits,
+    pub writer: WriterConfig,
+    /// Longest raw payload kept per dead letter, in bytes.
+    pub dead_letter_max_raw_bytes: usize,
+    /// `Retry-After` sent with 503 answers, in seconds.
+    pub retry_after_secs: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            limits: Limits::default(),
+            writer: WriterConfig::default(),
+            dead_letter_max_raw_bytes: 4096,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Raw events expire after this many days (`expireAfterSeconds` of `events`).
+    pub raw_days: f64,
+    pub dead_letters_days: f64,
+    pub pipeline_stats_days: f64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            raw_days: 7.0,
+            dead_letters_days: 30.0,
+            pipeline_stats_days: 7.0,
+        }
+    }
+}
+
+impl RetentionConfig {
+    pub fn days(d: f64) -> Duration {
+        Duration::from_secs_f64(d * 86_400.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Seconds between two documents in `pipeline_stats`; 0 turns them off.
+    pub interval_secs: f64,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            interval_secs: 10.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

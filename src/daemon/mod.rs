@@ -1,19 +1,32 @@
 //! `mongopulsed`, the companion daemon.
 //!
-//! In: a [`Config`] and a shutdown signal. Out: a process that keeps MongoDB's
-//! collections ready, and answers health checks until told to stop.
+//! In: a [`Config`] and a shutdown signal. Out: the HTTP events API on
+//! `http.listen`, raw events in MongoDB, `pipeline_stats` documents; on
+//! shutdown, every accepted event flushed before [`run`] returns.
 
 pub mod config;
+pub mod readiness;
+mod stats;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bson::doc;
+use prometheus_client::registry::Registry;
 use thiserror::Error;
 
 pub use config::{Config, ConfigError, LogFormat};
 
-use crate::store::{build_client, classify_error, ConnectError, Redactor};
+use crate::ingest::auth::{Auth, KEYS_ENV};
+use crate::ingest::dead_letters::DeadLetters;
+use crate::ingest::http::{router, ApiState};
+use crate::ingest::metrics::IngestMetrics;
+use crate::ingest::writer::Writer;
+use crate::ingest::Validator;
+use crate::store::schema::{ensure_raw_storage, Retention};
+use crate::store::{build_client, ConnectError, Redactor};
+use config::RetentionConfig;
+use readiness::Readiness;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -21,19 +34,137 @@ pub enum DaemonError {
     Connect(#[from] ConnectError),
     #[error("cannot listen on {address}: {reason}. Choose another http.listen address or stop what uses it")]
     Listen { address: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the HTTP server failed: {0}")]
+    Serve(String),
 }
 
-/// Runs the daemon until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+/// Runs the daemon until `shutdown` completes, then flushes and returns.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
     let timeout = Duration::from_secs_f64(config.mongodb.connect_timeout_secs);
     let client = build_client(&config.mongodb.uri, "mongopulsed", timeout).await?;
     let redactor = Redactor::for_uri(&config.mongodb.uri);
     let db = client.database(&config.mongodb.database);
-    db.run_command(doc! { "ping": 1 })
+    let names = config.mongodb.collections.clone();
+
+    let auth = Auth::new(&config.auth, std::env::var(KEYS_ENV).ok().as_deref())
+        .map_err(DaemonError::Config)?;
+    let mut registry = Registry::with_prefix("mongopulse");
+    let metrics = Arc::new(IngestMetrics::register(&mut registry));
+    let (writer, writer_task) = Writer::start(
+        db.collection(&names.events),
+        config.ingest.writer.clone(),
+        metrics.clone(),
+        redactor.clone(),
+    )
+    .map_err(DaemonError::Config)?;
+
+    let readiness = Arc::new(Readiness::new(db.clone(), redactor.clone()));
+    let retention = Retention {
+        raw: RetentionConfig::days(config.retention.raw_days),
+        dead_letters: RetentionConfig::days(config.retention.dead_letters_days),
+        pipeline_stats: RetentionConfig::days(config.retention.pipeline_stats_days),
+    };
+    let schema_task = tokio::spawn(prepare_storage(
+        db.clone(),
+        names.clone(),
+        retention,
+        readiness.clone(),
+        redactor.clone(),
+    ));
+
+    let stats_task = (config.stats.interval_secs > 0.0).then(|| {
+        tokio::spawn(
+            stats::StatsReporter {
+                collection: db.collection(&names.pipeline_stats),
+                writer_id: config.writer_id.clone(),
+                interval: Duration::from_secs_f64(config.stats.interval_secs),
+                metrics: metrics.clone(),
+                writer: writer.clone(),
+            }
+            .run(),
+        )
+    });
+
+    let state = Arc::new(ApiState {
+        validator: Validator {
+            limits: config.ingest.limits.clone(),
+            max_age: chrono::Duration::milliseconds(
+                (config.retention.raw_days * 86_400_000.0) as i64,
+            ),
+        },
+        writer: writer.clone(),
+        auth,
+        dead_letters: DeadLetters::new(
+            db.collection(&names.dead_letters),
+            config.ingest.dead_letter_max_raw_bytes,
+            timeout,
+        ),
+        metrics,
+        registry: Arc::new(registry),
+        readiness,
+        retry_after_secs: config.ingest.retry_after_secs,
+        on_stored: None,
+    });
+    drop(writer);
+
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
-        .map_err(|e| classify_error(&e, &redactor))?;
-    tracing::info!(hosts = redactor.hosts(), database = %config.mongodb.database, "connected to MongoDB");
-    shutdown.await;
-    tracing::info!("shutting down");
-    Ok(())
+        .map_err(|e| DaemonError::Listen {
+            address: config.http.listen.clone(),
+            reason: e.to_string(),
+        })?;
+    let address = listener.local_addr().map_err(|e| DaemonError::Listen {
+        address: config.http.listen.clone(),
+        reason: e.to_string(),
+    })?;
+    tracing::info!("listening on http://{address}");
+
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("stopped accepting requests; flushing accepted events");
+    schema_task.abort();
+    if let Some(t) = stats_task {
+        t.abort();
+    }
+    // The router and its state are gone, so the writer's last handle is
+    // dropped: it flushes what it holds and ends.
+    let _ = writer_task.await;
+    tracing::info!("all accepted events are stored; bye");
+    served.map_err(|e| DaemonError::Serve(e.to_string()))
+}
+
+/// Creates the collections, retrying until MongoDB answers; the API answers
+/// 503 until this is done.
+async fn prepare_storage(
+    db: mongodb::Database,
+    names: crate::store::CollectionNames,
+    retention: Retention,
+    readiness: Arc<Readiness>,
+    redactor: Redactor,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match ensure_raw_storage(&db, &names, retention).await {
+            Ok(report) => {
+                for line in report {
+                    tracing::info!("{line}");
+                }
+                readiness.set_ready();
+                return;
+            }
+            Err(e) => {
+                let why = redactor.clean(&format!("cannot prepare collections: {e}"));
+                tracing::warn!("{why}; retrying in {} ms", backoff.as_millis());
+                readiness.set_problem(why);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }

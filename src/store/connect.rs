@@ -101,18 +101,45 @@ fn driver_message(error: &mongodb::error::Error) -> String {
     match error.kind.as_ref() {
         ErrorKind::InvalidArgument { message, .. }
         | ErrorKind::Authentication { message, .. }
-        | ErrorKind::ServerSelection { message, .. }
         | ErrorKind::DnsResolve { message, .. }
         | ErrorKind::InvalidTlsConfig { message, .. }
         | ErrorKind::ConnectionPoolCleared { message, .. } => message.clone(),
+        ErrorKind::ServerSelection { message, .. } => server_errors(message),
         ErrorKind::Command(c) => format!("{} (code {} {})", c.message, c.code, c.code_name),
         ErrorKind::Io(io) => io.to_string(),
         other => other.to_string(),
     }
 }
 
+/// A server-selection message lists the whole topology; what a user needs is
+/// each server's error ("Connection refused", "Authentication failed…").
+fn server_errors(message: &str) -> String {
+    let mut errors: Vec<&str> = message
+        .split("Error: Kind: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(", labels:").next())
+        .map(str::trim)
+        .collect();
+    errors.dedup();
+    if errors.is_empty() {
+        message.to_string()
+    } else {
+        errors.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn selection_errors_are_summarised() {
+        let m = "Server selection timeout: No available servers. Topology: { Type: Unknown, Servers: [ { Address: 127.0.0.1:41579, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {\"RetryableError\"}, source: None, server response: None } ] }";
+        assert_eq!(
+            super::server_errors(m),
+            "I/O error: Connection refused (os error 111)"
+        );
+        assert_eq!(super::server_errors("plain"), "plain");
+    }
+
     use super::*;
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 mod collections;
 mod connect;
 mod redact;
+pub mod schema;
 
 pub use collections::{CollectionNames, ROLLUP_LEVELS};
 pub use connect::{build_client, classify_error, ConnectError};

@@ -1,0 +1,220 @@
+//! Request bodies → the bytes of each event.
+//!
+//! In: a body as received, its `Content-Type` and `Content-Encoding`. Out: the
+//! decompressed body, then one byte slice per event (JSON object, JSON array
+//! of objects, or NDJSON), or a [`BodyError`] for the request as a whole.
+
+use std::io::Read;
+
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+/// Problems with a request as a whole; each maps to one HTTP status.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BodyError {
+    #[error("the body is larger than {limit} bytes (after decompression); send smaller batches or raise ingest.limits.max_body_bytes")]
+    TooLarge { limit: usize },
+    #[error("{count} events in one request, at most {limit} allowed; split the batch or raise ingest.limits.max_events_per_request")]
+    TooManyEvents { count: usize, limit: usize },
+    #[error("Content-Encoding '{0}' is not supported; use gzip, zstd or none")]
+    UnsupportedEncoding(String),
+    #[error("Content-Type '{0}' is not supported; use application/json or application/x-ndjson")]
+    UnsupportedType(String),
+    #[error("the body could not be decompressed as {encoding}: {reason}")]
+    BadCompression {
+        encoding: &'static str,
+        reason: String,
+    },
+    #[error("the body holds no events")]
+    Empty,
+    #[error("the body is not valid JSON: {0}. Send one event object, an array of event objects, or NDJSON with Content-Type application/x-ndjson")]
+    BadJson(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Ndjson,
+}
+
+impl Format {
+    /// From a `Content-Type` header; none means JSON.
+    pub fn from_content_type(value: Option<&str>) -> Result<Format, BodyError> {
+        let Some(value) = value else {
+            return Ok(Format::Json);
+        };
+        let mime = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match mime.as_str() {
+            "" | "application/json" | "text/json" => Ok(Format::Json),
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines" => Ok(Format::Ndjson),
+            _ => Err(BodyError::UnsupportedType(mime)),
+        }
+    }
+}
+
+/// Undoes `Content-Encoding`, refusing to inflate past `limit` bytes.
+pub fn decompress(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let encoding = encoding
+        .map(|e| e.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let too_large = BodyError::TooLarge { limit };
+    let read_bounded = |reader: &mut dyn Read, name: &'static str| -> Result<Vec<u8>, BodyError> {
+        let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+        let mut bounded = reader.take(limit as u64 + 1);
+        bounded
+            .read_to_end(&mut out)
+            .map_err(|e| BodyError::BadCompression {
+                encoding: name,
+                reason: e.to_string(),
+            })?;
+        if out.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        Ok(out)
+    };
+    match encoding.as_str() {
+        "" | "identity" => {
+            if body.len() > limit {
+                return Err(too_large);
+            }
+            Ok(body.to_vec())
+        }
+        "gzip" | "x-gzip" => read_bounded(&mut flate2::read::MultiGzDecoder::new(body), "gzip"),
+        "zstd" => {
+            let mut decoder =
+                zstd::stream::read::Decoder::new(body).map_err(|e| BodyError::BadCompression {
+                    encoding: "zstd",
+                    reason: e.to_string(),
+                })?;
+            read_bounded(&mut decoder, "zstd")
+        }
+        other => Err(BodyError::UnsupportedEncoding(other.to_string())),
+    }
+}
+
+/// Splits a body into one slice per event.
+pub fn split(body: &[u8], format: Format, max_events: usize) -> Result<Vec<&[u8]>, BodyError> {
+    let items: Vec<&[u8]> = match format {
+        Format::Ndjson => body
+            .split(|b| *b == b'\n')
+            .map(trim)
+            .filter(|line| !line.is_empty())
+            .collect(),
+        Format::Json => {
+            let trimmed = trim(body);
+            match trimmed.first() {
+                None => return Err(BodyError::Empty),
+                Some(b'[') => {
+                    let raw: Vec<&RawValue> = serde_json::from_slice(trimmed)
+                        .map_err(|e| BodyError::BadJson(e.to_string()))?;
+                    raw.into_iter().map(|r| r.get().as_bytes()).collect()
+                }
+                Some(_) => vec![trimmed],
+            }
+        }
+    };
+    if items.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    if items.len() > max_events {
+        return Err(BodyError::TooManyEvents {
+            count: items.len(),
+            limit: max_events,
+        });
+    }
+    Ok(items)
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn object_array_and_ndjson_split_into_events() {
+        assert_eq!(
+            split(b" {\"a\":1} ", Format::Json, 10).unwrap(),
+            vec![&b"{\"a\":1}"[..]]
+        );
+        assert_eq!(
+            split(b"[{\"a\":1}, {\"b\":[2]}]", Format::Json, 10).unwrap(),
+            vec![&b"{\"a\":1}"[..], &b"{\"b\":[2]}"[..]]
+        );
+        assert_eq!(
+            split(b"{\"a\":1}\r\n\n{\"b\n", Format::Ndjson, 10).unwrap(),
+            vec![&b"{\"a\":1}"[..], &b"{\"b"[..]]
+        );
+        assert_eq!(split(b"  ", Format::Json, 10), Err(BodyError::Empty));
+        assert!(matches!(
+            split(b"[{\"a\":1},", Format::Json, 10),
+            Err(BodyError::BadJson(_))
+        ));
+        assert!(matches!(
+            split(b"[1,2,3]", Format::Json, 2),
+            Err(BodyError::TooManyEvents { count: 3, limit: 2 })
+        ));
+    }
+
+    #[test]
+    fn gzip_and_zstd_bodies_are_inflated_within_the_limit() {
+        let text = b"{\"a\":1}\n".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(decompress(&gz, Some("gzip"), 10_000).unwrap(), text);
+        assert_eq!(
+            decompress(&gz, Some("gzip"), 100),
+            Err(BodyError::TooLarge { limit: 100 })
+        );
+        let zs = zstd::encode_all(&text[..], 3).unwrap();
+        assert_eq!(decompress(&zs, Some("zstd"), 10_000).unwrap(), text);
+        assert!(matches!(
+            decompress(b"nope", Some("gzip"), 100),
+            Err(BodyError::BadCompression { .. })
+        ));
+        assert!(matches!(
+            decompress(b"x", Some("br"), 100),
+            Err(BodyError::UnsupportedEncoding(_))
+        ));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(Format::from_content_type(None).unwrap(), Format::Json);
+        assert_eq!(
+            Format::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
+            Format::Json
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/x-ndjson")).unwrap(),
+            Format::Ndjson
+        );
+        assert!(Format::from_content_type(Some("text/csv")).is_err());
+    }
+}

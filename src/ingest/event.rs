@@ -1,0 +1,671 @@
+//! The event shape the API accepts, and its validation.
+//!
+//! In: one JSON event (bytes). Out: a validated [`Event`] borrowing from those
+//! bytes, or a [`Rejection`] naming the field path and the reason.
+
+use std::borrow::Cow;
+
+use bson::{doc, Bson, Document};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::json::{CowStr, Json, Members};
+
+/// Configurable bounds on what one request and one event may hold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body, after decompression, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most events in one request (413 beyond).
+    pub max_events_per_request: usize,
+    /// Most entries in `metadata.dimensions`.
+    pub max_dimensions: usize,
+    /// Most entries in `metrics`, and in `attributes`.
+    pub max_fields: usize,
+    /// Longest string (value or key), in bytes.
+    pub max_string_bytes: usize,
+    /// Deepest nesting inside `attributes` and `geo`.
+    pub max_depth: usize,
+    /// How far in the future a timestamp may be, in seconds.
+    pub max_future_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_events_per_request: 10_000,
+            max_dimensions: 32,
+            max_fields: 64,
+            max_string_bytes: 1024,
+            max_depth: 8,
+            max_future_secs: 300,
+        }
+    }
+}
+
+/// Why one event was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Position of the event in the request (array index or NDJSON line, from 0).
+    pub index: usize,
+    /// Dotted path of the offending field; empty for the event as a whole.
+    pub path: String,
+    pub reason: String,
+    /// Short machine-readable kind, used as the `reason` label of metrics.
+    #[serde(skip)]
+    pub kind: &'static str,
+}
+
+/// A valid event. Strings borrow from the request body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event<'a> {
+    pub timestamp: DateTime<Utc>,
+    pub event_type: Cow<'a, str>,
+    pub source: Option<Cow<'a, str>>,
+    pub version: Option<Cow<'a, str>>,
+    /// Scalar values only (string, integer, float, boolean).
+    pub dimensions: Members<'a, Json<'a>>,
+    pub metrics: Members<'a, f64>,
+    pub attributes: Members<'a, Json<'a>>,
+    pub geo: Option<Members<'a, Json<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEvent<'a> {
+    #[serde(borrow)]
+    timestamp: Option<Json<'a>>,
+    #[serde(borrow)]
+    metadata: Option<WireMetadata<'a>>,
+    #[serde(default, borrow)]
+    metrics: Option<Members<'a, Json<'a>>>,
+    #[serde(default, borrow)]
+    attributes: Option<Members<'a, Json<'a>>>,
+    #[serde(default, borrow)]
+    geo: Option<Members<'a, Json<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct WireMetadata<'a> {
+    #[serde(borrow)]
+    event_type: Option<CowStr<'a>>,
+    #[serde(default, borrow)]
+    source: Option<CowStr<'a>>,
+    #[serde(default, borrow)]
+    version: Option<CowStr<'a>>,
+    #[serde(default, borrow)]
+    dimensions: Option<Members<'a, Json<'a>>>,
+}
+
+/// Validation context: the limits and the accepted time range.
+#[derive(Clone, Debug)]
+pub struct Validator {
+    pub limits: Limits,
+    /// Events older than this are refused (the raw retention; older events
+    /// would expire at once).
+    pub max_age: chrono::Duration,
+}
+
+impl Validator {
+    /// Decodes and validates one event. `now` is passed in so tests and
+    /// benchmarks control the clock.
+    pub fn event<'a>(
+        &self,
+        index: usize,
+        bytes: &'a [u8],
+        now: DateTime<Utc>,
+    ) -> Result<Event<'a>, Rejection> {
+        let reject = |path: &str, kind: &'static str, reason: String| Rejection {
+            index,
+            path: path.to_string(),
+            reason,
+            kind,
+        };
+        let wire: WireEvent<'a> = match serde_json::from_slice(bytes) {
+            Ok(w) => w,
+            // Decoding again with path tracking only on failure keeps the
+            // common path fast.
+            Err(first) => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                let (path, inner) = match serde_path_to_error::deserialize::<_, WireEvent>(&mut de)
+                {
+                    Err(e) => (json_path(e.path()), e.into_inner()),
+                    Ok(_) => (String::new(), first),
+                };
+                let (kind, path) = if inner.is_syntax() || inner.is_eof() {
+                    // The position in the text says more than a half-read path.
+                    ("malformed_json", String::new())
+                } else {
+                    ("invalid_field", path)
+                };
+                return Err(reject(&path, kind, explain_serde(&inner)));
+            }
+        };
+        let limits = &self.limits;
+
+        let timestamp = match wire.timestamp {
+            None => {
+                return Err(reject(
+                    "timestamp",
+                    "missing_field",
+                    "timestamp is required (RFC 3339 string or epoch milliseconds)".into(),
+                ))
+            }
+            Some(t) => parse_time(&t).map_err(|r| reject("timestamp", "invalid_timestamp", r))?,
+        };
+        let max_future = chrono::Duration::seconds(limits.max_future_secs as i64);
+        if timestamp > now + max_future {
+            return Err(reject(
+                "timestamp",
+                "timestamp_in_future",
+                format!(
+                    "{} is more than {} s in the future (server time {}); check the sender's clock",
+                    timestamp.to_rfc3339(),
+                    limits.max_future_secs,
+                    now.to_rfc3339()
+                ),
+            ));
+        }
+        if timestamp < now - self.max_age {
+            let mut reason = format!(
+                "{} is older than the raw retention ({} days)",
+                timestamp.to_rfc3339(),
+                self.max_age.num_days()
+            );
+            if timestamp.timestamp_millis() < 100_000_000_000 {
+                reason.push_str("; epoch timestamps must be in milliseconds, not seconds");
+            }
+            return Err(reject("timestamp", "timestamp_too_old", reason));
+        }
+
+        let Some(metadata) = wire.metadata else {
+            return Err(reject(
+                "metadata",
+                "missing_field",
+                "metadata is required, with at least metadata.eventType".into(),
+            ));
+        };
+        let event_type = match metadata.event_type {
+            None => {
+                return Err(reject(
+                    "metadata.eventType",
+                    "missing_field",
+                    "metadata.eventType is required".into(),
+                ))
+            }
+            Some(t) => t.0,
+        };
+        if event_type.is_empty()
+            || event_type.len() > 64
+            || !event_type
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        {
+            return Err(reject(
+                "metadata.eventType",
+                "invalid_field",
+                "must be 1 to 64 characters among letters, digits, '_', '.', ':' and '-'".into(),
+            ));
+        }
+        for (name, value) in [
+            ("metadata.source", &metadata.source),
+            ("metadata.version", &metadata.version),
+        ] {
+            if let Some(v) = value {
+                check_string(name, &v.0, limits).map_err(|r| reject(name, "string_too_long", r))?;
+            }
+        }
+
+        let mut dimensions = metadata.dimensions.unwrap_or_default();
+        if dimensions.len() > limits.max_dimensions {
+            return Err(reject(
+                "metadata.dimensions",
+                "too_many_fields",
+                format!(
+                    "{} dimensions, at most {} allowed",
+                    dimensions.len(),
+                    limits.max_dimensions
+                ),
+            ));
+        }
+        // A null dimension means "not known"; it is dropped rather than refused.
+        dimensions.0.retain(|(_, v)| *v != Json::Null);
+        for (key, value) in dimensions.iter() {
+            let path = format!("metadata.dimensions.{key}");
+            check_key(key, limits).map_err(|r| reject(&path, "invalid_field", r))?;
+            match value {
+                Json::Str(s) => check_string(&path, s, limits)
+                    .map_err(|r| reject(&path, "string_too_long", r))?,
+                Json::Int(_) | Json::Bool(_) => {}
+                Json::Float(f) if f.is_finite() => {}
+                other => {
+                    return Err(reject(
+                        &path,
+                        "invalid_field",
+                        format!(
+                            "a dimension must be a string, number or boolean, not {}",
+                            other.kind()
+                        ),
+                    ))
+                }
+            }
+        }
+
+        let wire_metrics = wire.metrics.unwrap_or_default();
+        if wire_metrics.len() > limits.max_fields {
+            return Err(reject(
+                "metrics",
+                "too_many_fields",
+                format!(
+                    "{} metrics, at most {} allowed",
+                    wire_metrics.len(),
+                    limits.max_fields
+                ),
+            ));
+        }
+        let mut metrics = Vec::with_capacity(wire_metrics.len());
+        for (key, value) in wire_metrics.0 {
+            let path = format!("metrics.{key}");
+            check_key(&key, limits).map_err(|r| reject(&path, "invalid_field", r))?;
+            let number = match value {
+                Json::Int(i) => i as f64,
+                Json::Float(f) if f.is_finite() => f,
+                other => {
+                    return Err(reject(
+                        &path,
+                        "invalid_metric",
+                        format!("a metric must be a finite number, not {}", other.kind()),
+                    ))
+                }
+            };
+            metrics.push((key, number));
+        }
+
+        let attributes = wire.attributes.unwrap_or_default();
+        if attributes.len() > limits.max_fields {
+            return Err(reject(
+                "attributes",
+                "too_many_fields",
+                format!(
+                    "{} attributes, at most {} allowed",
+                    attributes.len(),
+                    limits.max_fields
+                ),
+            ));
+        }
+        check_tree("attributes", &attributes, limits, 1)
+            .map_err(|(p, r)| reject(&p, "invalid_field", r))?;
+        if let Some(geo) = &wire.geo {
+            check_tree("geo", geo, limits, 1).map_err(|(p, r)| reject(&p, "invalid_field", r))?;
+        }
+
+        Ok(Event {
+            timestamp,
+            event_type,
+            source: metadata.source.map(|s| s.0),
+            version: metadata.version.map(|s| s.0),
+            dimensions,
+            metrics: Members(metrics),
+            attributes,
+            geo: wire.geo,
+        })
+    }
+}
+
+fn json_path(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." {
+        String::new()
+    } else {
+        text
+    }
+}
+
+/// serde's messages end with " at line L column C", which is noise for a
+/// one-event document once the path is known; keep the position for syntax errors.
+fn explain_serde(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if e.is_syntax() || e.is_eof() {
+        return format!("not valid JSON: {text}");
+    }
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+fn parse_time(t: &Json) -> Result<DateTime<Utc>, String> {
+    let millis = match t {
+        Json::Str(s) => {
+            return DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|e| {
+                    format!("'{s}' is not an RFC 3339 time such as 2024-12-09T14:30:15.234Z ({e})")
+                })
+        }
+        Json::Int(ms) => *ms,
+        Json::Float(f) if f.is_finite() && f.abs() < 1e15 => f.round() as i64,
+        other => {
+            return Err(format!(
+                "must be an RFC 3339 string or epoch milliseconds, not {}",
+                other.kind()
+            ))
+        }
+    };
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .ok_or_else(|| format!("{millis} is not a valid epoch time in milliseconds"))
+}
+
+fn check_string(_path: &str, s: &str, limits: &Limits) -> Result<(), String> {
+    if s.len() > limits.max_string_bytes {
+        return Err(format!(
+            "string of {} bytes, at most {} allowed",
+            s.len(),
+            limits.max_string_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// Field names become MongoDB field names: no leading '$', no '.', not empty.
+fn check_key(key: &str, limits: &Limits) -> Result<(), String> {
+    if key.is_empty() || key.starts_with('$') || key.contains('.') || key.contains('\0') {
+        return Err(format!("'{key}' is not a usable field name (must be non-empty, not start with '$', contain no '.')"));
+    }
+    if key.len() > limits.max_string_bytes {
+        return Err(format!(
+            "field name of {} bytes, at most {} allowed",
+            key.len(),
+            limits.max_string_bytes
+        ));
+    }
+    Ok(())
+}
+
+fn check_tree(
+    prefix: &str,
+    members: &Members<Json>,
+    limits: &Limits,
+    depth: usize,
+) -> Result<(), (String, String)> {
+    if depth > limits.max_depth {
+        return Err((
+            prefix.to_string(),
+            format!("nested deeper than {} levels", limits.max_depth),
+        ));
+    }
+    for (key, value) in members.iter() {
+        let path = format!("{prefix}.{key}");
+        check_key(key, limits).map_err(|r| (path.clone(), r))?;
+        check_value(&path, value, limits, depth)?;
+    }
+    Ok(())
+}
+
+fn check_value(
+    path: &str,
+    value: &Json,
+    limits: &Limits,
+    depth: usize,
+) -> Result<(), (String, String)> {
+    match value {
+        Json::Str(s) => check_string(path, s, limits).map_err(|r| (path.to_string(), r)),
+        Json::Float(f) if !f.is_finite() => {
+            Err((path.to_string(), "numbers must be finite".into()))
+        }
+        Json::Object(m) => check_tree(path, m, limits, depth + 1),
+        Json::Array(items) => {
+            if depth + 1 > limits.max_depth {
+                return Err((
+                    path.to_string(),
+                    format!("nested deeper than {} levels", limits.max_depth),
+                ));
+            }
+            items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| check_value(&format!("{path}[{i}]"), v, limits, depth + 1))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Event<'_> {
+    /// The document stored in the `events` time-series collection.
+    pub fn to_document(&self) -> Document {
+        let mut metadata = doc! { "eventType": self.event_type.as_ref() };
+        if let Some(s) = &self.source {
+            metadata.insert("source", s.as_ref());
+        }
+        if let Some(v) = &self.version {
+            metadata.insert("version", v.as_ref());
+        }
+        metadata.insert("dimensions", members_to_bson(&self.dimensions));
+        let metrics: Document = self
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.to_string(), Bson::Double(*v)))
+            .collect();
+        let mut d = doc! {
+            "timestamp": bson::DateTime::from_millis(self.timestamp.timestamp_millis()),
+            "metadata": metadata,
+            "metrics": metrics,
+        };
+        if !self.attributes.is_empty() {
+            d.insert("attributes", members_to_bson(&self.attributes));
+        }
+        if let Some(geo) = &self.geo {
+            d.insert("geo", members_to_bson(geo));
+        }
+        d
+    }
+
+    /// A dimension as a string, for grouping (numbers and booleans in their JSON form).
+    pub fn dimension(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.dimensions.get(name).map(scalar_text)
+    }
+}
+
+pub fn scalar_text<'b>(v: &'b Json) -> Cow<'b, str> {
+    match v {
+        Json::Str(s) => Cow::Borrowed(s.as_ref()),
+        Json::Int(i) => Cow::Owned(i.to_string()),
+        Json::Float(f) => Cow::Owned(f.to_string()),
+        Json::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        _ => Cow::Borrowed(""),
+    }
+}
+
+fn members_to_bson(m: &Members<Json>) -> Document {
+    m.iter()
+        .map(|(k, v)| (k.to_string(), v.to_bson()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validator() -> Validator {
+        Validator {
+            limits: Limits::default(),
+            max_age: chrono::Duration::days(7),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 12, 9, 14, 31, 0).unwrap()
+    }
+
+    const SEED: &str = r#"{
+        "timestamp": "2024-12-09T14:30:15.234Z",
+        "metadata": {"eventType": "page_view", "source": "web", "version": "2.1.0",
+            "dimensions": {"userId": "u1", "sessionId": "s1", "deviceType": "mobile",
+                "browser": "Chrome", "os": "iOS", "country": "FR", "city": "Paris", "campaignId": null}},
+        "metrics": {"pageLoadTime": 1247, "timeOnPage": 45, "scrollDepth": 0.78},
+        "attributes": {"referrer": "https://google.com", "landingPage": "/products", "exitPage": null},
+        "geo": {"country": "FR", "coordinates": {"type": "Point", "coordinates": [2.35, 48.85]}}
+    }"#;
+
+    fn rejection(body: &str) -> Rejection {
+        validator().event(3, body.as_bytes(), now()).unwrap_err()
+    }
+
+    #[test]
+    fn seed_event_is_accepted_and_stored_in_seed_shape() {
+        let e = validator().event(0, SEED.as_bytes(), now()).unwrap();
+        assert_eq!(e.event_type, "page_view");
+        assert_eq!(e.dimension("country").as_deref(), Some("FR"));
+        assert_eq!(
+            e.dimension("campaignId"),
+            None,
+            "null dimensions are dropped"
+        );
+        let d = e.to_document();
+        assert_eq!(
+            d.get_document("metadata")
+                .unwrap()
+                .get_str("eventType")
+                .unwrap(),
+            "page_view"
+        );
+        assert_eq!(
+            d.get_document("metrics")
+                .unwrap()
+                .get_f64("pageLoadTime")
+                .unwrap(),
+            1247.0
+        );
+        assert_eq!(
+            d.get_datetime("timestamp").unwrap().timestamp_millis(),
+            1733754615234
+        );
+        assert!(
+            d.get_document("attributes")
+                .unwrap()
+                .get("exitPage")
+                .unwrap()
+                == &Bson::Null
+        );
+    }
+
+    #[test]
+    fn epoch_milliseconds_are_accepted() {
+        let body = r#"{"timestamp": 1733754615234, "metadata": {"eventType": "click"}}"#;
+        let e = validator().event(0, body.as_bytes(), now()).unwrap();
+        assert_eq!(e.timestamp.timestamp_millis(), 1733754615234);
+    }
+
+    #[test]
+    fn each_problem_names_its_path() {
+        let cases = [
+            (
+                r#"{"metadata": {"eventType": "x"}}"#,
+                "timestamp",
+                "required",
+            ),
+            (
+                r#"{"timestamp": "yesterday", "metadata": {"eventType": "x"}}"#,
+                "timestamp",
+                "RFC 3339",
+            ),
+            (
+                r#"{"timestamp": 1733754615, "metadata": {"eventType": "x"}}"#,
+                "timestamp",
+                "milliseconds",
+            ),
+            (
+                r#"{"timestamp": "2024-12-09T14:40:00Z", "metadata": {"eventType": "x"}}"#,
+                "timestamp",
+                "future",
+            ),
+            (
+                r#"{"timestamp": "2024-11-01T00:00:00Z", "metadata": {"eventType": "x"}}"#,
+                "timestamp",
+                "retention",
+            ),
+            (r#"{"timestamp": 1733754615234}"#, "metadata", "required"),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {}}"#,
+                "metadata.eventType",
+                "required",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": "a b"}}"#,
+                "metadata.eventType",
+                "letters",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x"}, "metrics": {"t": "12"}}"#,
+                "metrics.t",
+                "finite number",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x"}, "metrics": {"t": null}}"#,
+                "metrics.t",
+                "finite number",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x"}, "metrics": {"$t": 1}}"#,
+                "metrics.$t",
+                "field name",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x", "dimensions": {"c": {"a": 1}}}}"#,
+                "metadata.dimensions.c",
+                "string, number or boolean",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x"}, "extra": 1}"#,
+                "extra",
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x", "dims": {}}}"#,
+                "metadata.dims",
+                "unknown field `dims`",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": 5}}"#,
+                "metadata.eventType",
+                "a string",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x"}, "metrics": []}"#,
+                "metrics",
+                "object",
+            ),
+            (
+                r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x""#,
+                "",
+                "not valid JSON",
+            ),
+        ];
+        for (body, path, words) in cases {
+            let r = rejection(body);
+            assert_eq!(r.index, 3);
+            assert_eq!(r.path, path, "{body} → {r:?}");
+            assert!(r.reason.contains(words), "{body} → {}", r.reason);
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut v = validator();
+        v.limits.max_string_bytes = 5;
+        v.limits.max_dimensions = 1;
+        let long = r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x", "dimensions": {"c": "toolong"}}}"#;
+        let r = v.event(0, long.as_bytes(), now()).unwrap_err();
+        assert_eq!(r.path, "metadata.dimensions.c");
+        let many = r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x", "dimensions": {"a": "1", "b": "2"}}}"#;
+        let r = v.event(0, many.as_bytes(), now()).unwrap_err();
+        assert_eq!(r.path, "metadata.dimensions");
+        let deep = r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x"}, "attributes": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}}"#;
+        let r = validator().event(0, deep.as_bytes(), now()).unwrap_err();
+        assert!(r.reason.contains("nested deeper"), "{r:?}");
+    }
+}

@@ -1,0 +1,298 @@
+//! The daemon's HTTP API: `POST /v1/events`, `/healthz`, `/readyz`, `/metrics`.
+//!
+//! In: HTTP requests. Out: JSON answers; a 2xx only for events MongoDB has
+//! acknowledged. Statuses: 200 (all or some accepted; the rest listed), 422 (none
+//! valid), 400/413/415 (the body as a whole), 401, 429 and 503 (with `Retry-After`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use super::auth::{Auth, Verdict};
+use super::dead_letters::DeadLetters;
+use super::decode::{self, BodyError, Format};
+use super::metrics::{IngestMetrics, StatusLabel};
+use super::writer::{SubmitError, Writer};
+use super::{parse_body, Event, Rejection, Validator};
+use crate::daemon::readiness::Readiness;
+
+/// Called with the events of each request once MongoDB stored them.
+pub type StoredHook = Arc<dyn Fn(&[Event<'_>]) + Send + Sync>;
+
+pub struct ApiState {
+    pub validator: Validator,
+    pub writer: Writer,
+    pub auth: Auth,
+    pub dead_letters: DeadLetters,
+    pub metrics: Arc<IngestMetrics>,
+    pub registry: Arc<Registry>,
+    pub readiness: Arc<Readiness>,
+    /// Seconds a client is told to wait after a 503.
+    pub retry_after_secs: u64,
+    pub on_stored: Option<StoredHook>,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn post_events(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let response = accept(&state, &headers, body).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&StatusLabel {
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "accepted": 0, "error": message.into() })),
+    )
+        .into_response()
+}
+
+fn retry_later(seconds: u64, message: impl Into<String>) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    r
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
+            return Some(token.trim());
+        }
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+fn body_status(e: &BodyError) -> StatusCode {
+    match e {
+        BodyError::TooLarge { .. } | BodyError::TooManyEvents { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        BodyError::UnsupportedEncoding(_) | BodyError::UnsupportedType(_) => {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
+        BodyError::BadCompression { .. } | BodyError::Empty | BodyError::BadJson(_) => {
+            StatusCode::BAD_REQUEST
+        }
+    }
+}
+
+async fn accept(state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
+    let key = match state.auth.check(presented_key(headers), Instant::now()) {
+        Verdict::Allowed { key } => key,
+        Verdict::Unauthorized => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "a valid API key is required: send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        Verdict::Limited { retry_after } => {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("this API key is over its rate limit; retry in {seconds} s or send larger batches"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            return r;
+        }
+    };
+    if let Err(why) = state.readiness.accepting() {
+        return retry_later(
+            state.retry_after_secs,
+            format!("not ready to store events: {why}"),
+        );
+    }
+    let header_text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let format = match Format::from_content_type(header_text(header::CONTENT_TYPE)) {
+        Ok(f) => f,
+        Err(e) => return error(body_status(&e), e.to_string()),
+    };
+    let limit = state.validator.limits.max_body_bytes;
+    let Ok(compressed) = axum::body::to_bytes(body, limit).await else {
+        let e = BodyError::TooLarge { limit };
+        return error(body_status(&e), e.to_string());
+    };
+    let raw = match decode::decompress(&compressed, header_text(header::CONTENT_ENCODING), limit) {
+        Ok(raw) => raw,
+        Err(e) => return error(body_status(&e), e.to_string()),
+    };
+    let now = Utc::now();
+    let parsed = match parse_body(&state.validator, &raw, format, now) {
+        Ok(p) => p,
+        Err(e) => {
+            if let BodyError::BadJson(_) = e {
+                let r = Rejection {
+                    index: 0,
+                    path: String::new(),
+                    reason: e.to_string(),
+                    kind: "malformed_body",
+                };
+                state.metrics.reject(r.kind);
+                record_dead_letters(state, &[(r, &raw[..])], key.as_deref(), now).await;
+            }
+            return error(body_status(&e), e.to_string());
+        }
+    };
+
+    let (indexes, events): (Vec<usize>, Vec<Event>) = parsed.events.into_iter().unzip();
+    let mut rejected = parsed.rejected;
+    let mut stored: Vec<Event> = Vec::with_capacity(events.len());
+    if !events.is_empty() {
+        let docs = events.iter().map(Event::to_document).collect();
+        let refused = match state.writer.submit(docs).await {
+            Ok(refused) => refused,
+            Err(e @ SubmitError::Busy)
+            | Err(e @ SubmitError::Unavailable(_))
+            | Err(e @ SubmitError::Closed) => {
+                return retry_later(
+                    state.retry_after_secs,
+                    format!("{e}; nothing from this request was stored"),
+                );
+            }
+        };
+        let mut refused = refused.into_iter().peekable();
+        for (i, (index, event)) in indexes.into_iter().zip(events).enumerate() {
+            match refused.next_if(|(r, _)| *r == i) {
+                Some((_, why)) => rejected.push((
+                    Rejection {
+                        index,
+                        path: String::new(),
+                        reason: why,
+                        kind: "refused_by_mongodb",
+                    },
+                    &[][..],
+                )),
+                None => stored.push(event),
+            }
+        }
+    }
+
+    let accepted = stored.len();
+    state.metrics.accepted.inc_by(accepted as u64);
+    for e in &stored {
+        state
+            .metrics
+            .observe_lag((now - e.timestamp).num_milliseconds() as f64 / 1000.0);
+    }
+    if let Some(hook) = &state.on_stored {
+        hook(&stored);
+    }
+    rejected.sort_by_key(|(r, _)| r.index);
+    for (r, _) in &rejected {
+        state.metrics.reject(r.kind);
+    }
+    record_dead_letters(state, &rejected, key.as_deref(), now).await;
+
+    let status = if accepted == 0 && !rejected.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let rejected: Vec<&Rejection> = rejected.iter().map(|(r, _)| r).collect();
+    (
+        status,
+        Json(json!({
+            "accepted": accepted,
+            "rejectedCount": rejected.len(),
+            "rejected": rejected,
+        })),
+    )
+        .into_response()
+}
+
+async fn record_dead_letters(
+    state: &ApiState,
+    rejected: &[(Rejection, &[u8])],
+    key: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) {
+    if rejected.is_empty() {
+        return;
+    }
+    let docs = rejected
+        .iter()
+        .map(|(r, raw)| state.dead_letters.document(r, raw, key, now))
+        .collect();
+    if let Err(e) = state.dead_letters.store(docs).await {
+        state
+            .metrics
+            .dead_letter_failures
+            .inc_by(rejected.len() as u64);
+        tracing::warn!(
+            count = rejected.len(),
+            "could not store rejected events in dead_letters: {e}"
+        );
+    }
+}
+
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    let report = state.readiness.probe().await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    state.metrics.queue_depth.set(state.writer.queued() as i64);
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not encode metrics: {e}"),
+        ),
+    }
+}

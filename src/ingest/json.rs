@@ -1,0 +1,229 @@
+//! A borrowed JSON value for event payloads.
+//!
+//! `serde_json::Value` allocates every string; events are mostly short strings
+//! that can be borrowed from the request body, which is what makes decoding
+//! fast enough to keep up with a busy API (see `benches/ingest_decode.rs`).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Any JSON value, with strings borrowed from the input where possible and
+/// object members kept in input order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Json<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Members<'a, Json<'a>>),
+}
+
+/// Object members in input order. Duplicate keys are rejected while decoding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Members<'a, V>(pub Vec<(Cow<'a, str>, V)>);
+
+impl<V> Default for Members<'_, V> {
+    fn default() -> Self {
+        Members(Vec::new())
+    }
+}
+
+impl<'a, V> Members<'a, V> {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Json::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v)
+            .map(Json::Int)
+            .unwrap_or(Json::Float(v as f64)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Json::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        MembersVisitor::<Json<'de>>::new()
+            .visit_map(map)
+            .map(Json::Object)
+    }
+}
+
+impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Members<'a, V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MembersVisitor::new())
+    }
+}
+
+struct MembersVisitor<V>(std::marker::PhantomData<V>);
+
+impl<V> MembersVisitor<V> {
+    fn new() -> Self {
+        MembersVisitor(std::marker::PhantomData)
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Visitor<'de> for MembersVisitor<V> {
+    type Value = Members<'de, V>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, V)> =
+            Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        while let Some(key) = map.next_key::<CowStr<'de>>()? {
+            if members.iter().any(|(k, _)| *k == key.0) {
+                return Err(de::Error::custom(format_args!("duplicate key `{}`", key.0)));
+            }
+            let value = map.next_value()?;
+            members.push((key.0, value));
+        }
+        Ok(Members(members))
+    }
+}
+
+/// A string borrowed when it has no escapes, owned otherwise.
+pub struct CowStr<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Json<'_> {
+    /// Converts to BSON for storage; integers stay integers.
+    pub fn to_bson(&self) -> bson::Bson {
+        match self {
+            Json::Null => bson::Bson::Null,
+            Json::Bool(b) => bson::Bson::Boolean(*b),
+            Json::Int(i) => bson::Bson::Int64(*i),
+            Json::Float(f) => bson::Bson::Double(*f),
+            Json::Str(s) => bson::Bson::String(s.to_string()),
+            Json::Array(items) => bson::Bson::Array(items.iter().map(Json::to_bson).collect()),
+            Json::Object(m) => bson::Bson::Document(
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_bson()))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Json::Null => "null",
+            Json::Bool(_) => "a boolean",
+            Json::Int(_) | Json::Float(_) => "a number",
+            Json::Str(_) => "a string",
+            Json::Array(_) => "an array",
+            Json::Object(_) => "an object",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrows_plain_strings_and_keeps_order() {
+        let text = r#"{"b": "x", "a": [1, 2.5, null, true], "c": "esc\"aped"}"#;
+        let v: Json = serde_json::from_str(text).unwrap();
+        let Json::Object(m) = v else { panic!() };
+        let keys: Vec<&str> = m.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["b", "a", "c"]);
+        assert!(matches!(m.get("b"), Some(Json::Str(Cow::Borrowed("x")))));
+        assert!(matches!(m.get("c"), Some(Json::Str(Cow::Owned(_)))));
+        assert_eq!(
+            m.get("a"),
+            Some(&Json::Array(vec![
+                Json::Int(1),
+                Json::Float(2.5),
+                Json::Null,
+                Json::Bool(true)
+            ]))
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        let e = serde_json::from_str::<Json>(r#"{"a": 1, "a": 2}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate key `a`"), "{e}");
+    }
+}

@@ -1,0 +1,319 @@
+//! Group commit of raw events into MongoDB.
+//!
+//! In: batches of event documents from API requests. Out: for each batch, once
+//! MongoDB has acknowledged it, which of its documents were stored. Requests are
+//! merged into one unordered `insert` of up to `max_batch_events`, or whatever
+//! arrived within `max_batch_delay_ms`. Memory is bounded by a budget of queued
+//! events: when it is spent for longer than `enqueue_timeout_ms` the caller gets
+//! [`SubmitError::Busy`] and the API answers 503 rather than queueing without bound.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::Document;
+use mongodb::error::ErrorKind;
+use mongodb::options::{Acknowledgment, WriteConcern};
+use mongodb::Collection;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::metrics::IngestMetrics;
+use crate::store::Redactor;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Flush when a batch holds this many events…
+    pub max_batch_events: usize,
+    /// …or when its first event has waited this long.
+    pub max_batch_delay_ms: u64,
+    /// Events accepted but not yet acknowledged by MongoDB, at most.
+    pub max_queued_events: usize,
+    /// How long a request may wait for room in the queue before a 503.
+    pub enqueue_timeout_ms: u64,
+    /// How long one insert may take before its requests get a 503.
+    pub write_timeout_ms: u64,
+    /// Inserts in flight at once.
+    pub concurrent_writes: usize,
+    /// `majority`, or a number of nodes such as `1`.
+    pub write_concern: String,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            max_batch_events: 1_000,
+            max_batch_delay_ms: 5,
+            max_queued_events: 100_000,
+            enqueue_timeout_ms: 1_000,
+            write_timeout_ms: 5_000,
+            concurrent_writes: 2,
+            write_concern: "majority".into(),
+        }
+    }
+}
+
+impl WriterConfig {
+    pub fn write_concern(&self) -> Result<WriteConcern, String> {
+        let w = match self.write_concern.trim() {
+            "majority" => Acknowledgment::Majority,
+            n => match n.parse::<u32>() {
+                Ok(n) if n >= 1 => Acknowledgment::Nodes(n),
+                _ => {
+                    return Err(format!(
+                        "ingest.writer.write_concern must be 'majority' or a number of nodes ≥ 1, got '{n}'"
+                    ))
+                }
+            },
+        };
+        Ok(WriteConcern::builder().w(w).build())
+    }
+}
+
+/// Why a batch was not stored. None of these may be answered with a 2xx.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the ingest queue is full (MongoDB is slower than the incoming traffic); retry later")]
+    Busy,
+    #[error("MongoDB did not acknowledge the write: {0}")]
+    Unavailable(String),
+    #[error("the daemon is shutting down")]
+    Closed,
+}
+
+/// Per-document outcome of a stored batch: the indexes MongoDB refused, with why.
+pub type Refused = Vec<(usize, String)>;
+
+struct Job {
+    docs: Vec<Document>,
+    done: oneshot::Sender<Result<Refused, SubmitError>>,
+    _room: OwnedSemaphorePermit,
+}
+
+/// Handle for submitting batches; cheap to clone. When every handle is
+/// dropped the writer flushes what it holds and its task ends.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    room: Arc<Semaphore>,
+    config: Arc<WriterConfig>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Writer {
+    pub fn start(
+        collection: Collection<Document>,
+        config: WriterConfig,
+        metrics: Arc<IngestMetrics>,
+        redactor: Redactor,
+    ) -> Result<(Writer, JoinHandle<()>), String> {
+        let write_concern = config.write_concern()?;
+        if config.max_batch_events == 0
+            || config.max_queued_events == 0
+            || config.concurrent_writes == 0
+        {
+            return Err("ingest.writer.max_batch_events, max_queued_events and concurrent_writes must be at least 1".into());
+        }
+        let (tx, rx) = mpsc::channel(config.max_queued_events.min(65_536));
+        let room = Arc::new(Semaphore::new(config.max_queued_events));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let config = Arc::new(config);
+        let task = tokio::spawn(run(
+            rx,
+            collection,
+            write_concern,
+            config.clone(),
+            metrics,
+            room.clone(),
+            healthy.clone(),
+            Arc::new(redactor),
+        ));
+        Ok((
+            Writer {
+                jobs: tx,
+                room,
+                config,
+                healthy,
+            },
+            task,
+        ))
+    }
+
+    /// Stores `docs`; returns once MongoDB acknowledged them (or refused some).
+    pub async fn submit(&self, docs: Vec<Document>) -> Result<Refused, SubmitError> {
+        if docs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = u32::try_from(docs.len().min(self.config.max_queued_events)).unwrap_or(u32::MAX);
+        let wait = Duration::from_millis(self.config.enqueue_timeout_ms);
+        let room = match tokio::time::timeout(wait, self.room.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(SubmitError::Closed),
+            Err(_) => return Err(SubmitError::Busy),
+        };
+        let (done, result) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                docs,
+                done,
+                _room: room,
+            })
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        result.await.unwrap_or(Err(SubmitError::Closed))
+    }
+
+    /// Events queued or being written.
+    pub fn queued(&self) -> usize {
+        self.config.max_queued_events - self.room.available_permits()
+    }
+
+    /// False after a failed write, true again after a successful one.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    collection: Collection<Document>,
+    write_concern: WriteConcern,
+    config: Arc<WriterConfig>,
+    metrics: Arc<IngestMetrics>,
+    room: Arc<Semaphore>,
+    healthy: Arc<AtomicBool>,
+    redactor: Arc<Redactor>,
+) {
+    let in_flight = Arc::new(Semaphore::new(config.concurrent_writes));
+    let delay = Duration::from_millis(config.max_batch_delay_ms);
+    while let Some(first) = rx.recv().await {
+        let mut size = first.docs.len();
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + delay;
+        while size < config.max_batch_events {
+            tokio::select! {
+                biased;
+                job = rx.recv() => match job {
+                    Some(job) => {
+                        size += job.docs.len();
+                        jobs.push(job);
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        metrics
+            .queue_depth
+            .set((config.max_queued_events - room.available_permits()) as i64);
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let collection = collection.clone();
+        let write_concern = write_concern.clone();
+        let metrics = metrics.clone();
+        let healthy = healthy.clone();
+        let redactor = redactor.clone();
+        let timeout = Duration::from_millis(config.write_timeout_ms);
+        tokio::spawn(async move {
+            write_batch(
+                jobs,
+                &collection,
+                write_concern,
+                timeout,
+                &metrics,
+                &healthy,
+                &redactor,
+            )
+            .await;
+            drop(slot);
+        });
+    }
+    // Every handle is gone: wait for the writes still in flight.
+    let _ = in_flight
+        .acquire_many(config.concurrent_writes as u32)
+        .await;
+}
+
+async fn write_batch(
+    jobs: Vec<Job>,
+    collection: &Collection<Document>,
+    write_concern: WriteConcern,
+    timeout: Duration,
+    metrics: &IngestMetrics,
+    healthy: &AtomicBool,
+    redactor: &Redactor,
+) {
+    let sizes: Vec<usize> = jobs.iter().map(|j| j.docs.len()).collect();
+    let total: usize = sizes.iter().sum();
+    let mut docs = Vec::with_capacity(total);
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        docs.extend(job.docs);
+        replies.push((job.done, job._room));
+    }
+    metrics.batch_size.observe(total as f64);
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        timeout,
+        collection
+            .insert_many(docs)
+            .ordered(false)
+            .write_concern(write_concern),
+    )
+    .await;
+    metrics
+        .write_latency
+        .observe(started.elapsed().as_secs_f64());
+
+    // Index of each refused document in the merged batch, or a batch-wide failure.
+    let result: Result<Refused, SubmitError> = match outcome {
+        Err(_) => Err(SubmitError::Unavailable(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
+        Ok(Ok(_)) => Ok(Vec::new()),
+        Ok(Err(e)) => match e.kind.as_ref() {
+            ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => Ok(m
+                .write_errors
+                .iter()
+                .flatten()
+                .map(|w| {
+                    (
+                        w.index,
+                        format!("MongoDB refused the event: {} (code {})", w.message, w.code),
+                    )
+                })
+                .collect()),
+            _ => Err(SubmitError::Unavailable(redactor.clean(&e.to_string()))),
+        },
+    };
+    healthy.store(result.is_ok(), Ordering::Relaxed);
+    match &result {
+        Ok(_) => {
+            metrics.writes_ok.inc();
+        }
+        Err(e) => {
+            metrics.writes_failed.inc();
+            tracing::warn!(events = total, "insert into events failed: {e}");
+        }
+    }
+
+    // Hand each request its share, with indexes relative to its own documents.
+    let mut offset = 0;
+    for ((done, room), size) in replies.into_iter().zip(sizes) {
+        let share = result.as_ref().map(|refused| {
+            refused
+                .iter()
+                .filter(|(i, _)| (offset..offset + size).contains(i))
+                .map(|(i, why)| (i - offset, why.clone()))
+                .collect()
+        });
+        offset += size;
+        drop(room);
+        let _ = done.send(share.map_err(Clone::clone));
+    }
+}
