@@ -21,6 +21,7 @@ use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToke
 use mongodb::change_stream::ChangeStream;
 use mongodb::error::{Error, ErrorKind, WriteFailure};
 use mongodb::event::command::CommandEvent;
+use mongodb::event::sdam::SdamEvent;
 use mongodb::event::EventHandler;
 use mongodb::options::{
     ClientOptions, FullDocumentType, IndexOptions, TimeseriesGranularity, TimeseriesOptions,
@@ -42,6 +43,9 @@ fn code(e: &Error) -> Option<i32> {
 }
 
 type Events = ChangeStream<ChangeStreamEvent<Document>>;
+
+/// A failed command seen by the driver's command monitoring: name and error code.
+type FailedCommand = (String, Option<i32>);
 
 async fn next_event(cs: &mut Events) -> ChangeStreamEvent<Document> {
     tokio::time::timeout(PATIENCE, cs.next())
@@ -95,6 +99,48 @@ async fn handshake_is_a_replica_set_primary_and_answers_build_info_and_ping() {
         .await
         .unwrap()
         .contains(&mongo.db_name));
+}
+
+#[tokio::test]
+async fn streaming_heartbeats_keep_the_primary_selectable() {
+    let mongo = TestMongo::start().await;
+    let mut opts = ClientOptions::parse(&mongo.uri).await.unwrap();
+    // The driver's minimum: awaitable hellos come back every half second.
+    opts.heartbeat_freq = Some(Duration::from_millis(500));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    opts.sdam_event_handler = Some(EventHandler::callback(move |ev: SdamEvent| match ev {
+        SdamEvent::ServerHeartbeatSucceeded(e) => {
+            let _ = tx.send(Ok(e.awaited));
+        }
+        SdamEvent::ServerHeartbeatFailed(e) => {
+            let _ = tx.send(Err(e.failure.to_string()));
+        }
+        _ => {}
+    }));
+    let client = Client::with_options(opts).unwrap();
+    client
+        .database(&mongo.db_name)
+        .run_command(doc! {"ping": 1})
+        .await
+        .unwrap();
+    let mut awaited = 0;
+    while awaited < 2 {
+        let hb = tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .expect("heartbeats keep coming")
+            .expect("the handler lives as long as the client");
+        match hb {
+            Ok(true) => awaited += 1,
+            Ok(false) => {}
+            Err(e) => panic!("a heartbeat failed: {e}"),
+        }
+    }
+    client
+        .database(&mongo.db_name)
+        .collection::<Document>("c")
+        .insert_one(doc! {"after": "heartbeats"})
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -413,7 +459,6 @@ async fn cursors_page_with_get_more_and_die_with_kill_cursors() {
     // Dropping the cursor early.
     let killed = db
         .run_command(doc! {"killCursors": "paged", "cursors": [id]})
-        .session(&mut session)
         .await
         .unwrap();
     assert_eq!(
@@ -682,12 +727,11 @@ async fn unique_indexes_are_enforced_and_listed() {
         .unwrap();
 
     // A unique index cannot be built over duplicates.
-    coll.insert_one(doc! {"_id": 5, "tag": "dup"})
-        .await
-        .unwrap();
-    coll.insert_one(doc! {"_id": 6, "tag": "dup"})
-        .await
-        .unwrap();
+    for i in [5, 6] {
+        coll.insert_one(doc! {"_id": i, "metric": "t", "bucket": i, "tag": "dup"})
+            .await
+            .unwrap();
+    }
     let err = coll
         .create_index(
             IndexModel::builder()
@@ -984,7 +1028,7 @@ async fn resumable_error_is_resumed_by_the_driver_without_loss_or_duplicates() {
     // Our own application name: the fail point only hits this client's commands, even on a
     // shared real server.
     let app = format!("conf-{}", mongo.db_name);
-    let failed: Arc<Mutex<Vec<(String, Option<i32>)>>> = Arc::default();
+    let failed: Arc<Mutex<Vec<FailedCommand>>> = Arc::default();
     let mut opts = ClientOptions::parse(&mongo.uri).await.unwrap();
     opts.app_name = Some(app.clone());
     let seen = failed.clone();

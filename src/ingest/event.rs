@@ -215,7 +215,7 @@ impl Validator {
             ("metadata.version", &metadata.version),
         ] {
             if let Some(v) = value {
-                check_string(name, &v.0, limits).map_err(|r| reject(name, "string_too_long", r))?;
+                check_string(&v.0, limits).map_err(|r| reject(name, "string_too_long", r))?;
             }
         }
 
@@ -234,16 +234,18 @@ impl Validator {
         // A null dimension means "not known"; it is dropped rather than refused.
         dimensions.0.retain(|(_, v)| *v != Json::Null);
         for (key, value) in dimensions.iter() {
-            let path = format!("metadata.dimensions.{key}");
-            check_key(key, limits).map_err(|r| reject(&path, "invalid_field", r))?;
+            // Paths are formatted only on failure: this loop runs for every event.
+            let path = || format!("metadata.dimensions.{key}");
+            check_key(key, limits).map_err(|r| reject(&path(), "invalid_field", r))?;
             match value {
-                Json::Str(s) => check_string(&path, s, limits)
-                    .map_err(|r| reject(&path, "string_too_long", r))?,
+                Json::Str(s) => {
+                    check_string(s, limits).map_err(|r| reject(&path(), "string_too_long", r))?
+                }
                 Json::Int(_) | Json::Bool(_) => {}
                 Json::Float(f) if f.is_finite() => {}
                 other => {
                     return Err(reject(
-                        &path,
+                        &path(),
                         "invalid_field",
                         format!(
                             "a dimension must be a string, number or boolean, not {}",
@@ -268,14 +270,14 @@ impl Validator {
         }
         let mut metrics = Vec::with_capacity(wire_metrics.len());
         for (key, value) in wire_metrics.0 {
-            let path = format!("metrics.{key}");
-            check_key(&key, limits).map_err(|r| reject(&path, "invalid_field", r))?;
+            let path = || format!("metrics.{key}");
+            check_key(&key, limits).map_err(|r| reject(&path(), "invalid_field", r))?;
             let number = match value {
                 Json::Int(i) => i as f64,
                 Json::Float(f) if f.is_finite() => f,
                 other => {
                     return Err(reject(
-                        &path,
+                        &path(),
                         "invalid_metric",
                         format!("a metric must be a finite number, not {}", other.kind()),
                     ))
@@ -296,10 +298,10 @@ impl Validator {
                 ),
             ));
         }
-        check_tree("attributes", &attributes, limits, 1)
+        check_tree("attributes", &attributes, limits)
             .map_err(|(p, r)| reject(&p, "invalid_field", r))?;
         if let Some(geo) = &wire.geo {
-            check_tree("geo", geo, limits, 1).map_err(|(p, r)| reject(&p, "invalid_field", r))?;
+            check_tree("geo", geo, limits).map_err(|(p, r)| reject(&p, "invalid_field", r))?;
         }
 
         Ok(Event {
@@ -360,7 +362,7 @@ fn parse_time(t: &Json) -> Result<DateTime<Utc>, String> {
         .ok_or_else(|| format!("{millis} is not a valid epoch time in milliseconds"))
 }
 
-fn check_string(_path: &str, s: &str, limits: &Limits) -> Result<(), String> {
+fn check_string(s: &str, limits: &Limits) -> Result<(), String> {
     if s.len() > limits.max_string_bytes {
         return Err(format!(
             "string of {} bytes, at most {} allowed",
@@ -386,49 +388,77 @@ fn check_key(key: &str, limits: &Limits) -> Result<(), String> {
     Ok(())
 }
 
+/// A problem deep inside `attributes` or `geo`: the reason, and the path
+/// segments collected innermost first while the error travels up.
+struct TreeError {
+    segments: Vec<String>,
+    reason: String,
+}
+
+impl TreeError {
+    fn new(reason: String) -> Self {
+        TreeError {
+            segments: Vec::new(),
+            reason,
+        }
+    }
+
+    fn within(mut self, segment: String) -> Self {
+        self.segments.push(segment);
+        self
+    }
+
+    fn path(&self, prefix: &str) -> String {
+        let mut path = prefix.to_string();
+        for s in self.segments.iter().rev() {
+            if !s.starts_with('[') {
+                path.push('.');
+            }
+            path.push_str(s);
+        }
+        path
+    }
+}
+
 fn check_tree(
     prefix: &str,
     members: &Members<Json>,
     limits: &Limits,
-    depth: usize,
 ) -> Result<(), (String, String)> {
+    check_members(members, limits, 1).map_err(|e| (e.path(prefix), e.reason))
+}
+
+fn check_members(members: &Members<Json>, limits: &Limits, depth: usize) -> Result<(), TreeError> {
     if depth > limits.max_depth {
-        return Err((
-            prefix.to_string(),
-            format!("nested deeper than {} levels", limits.max_depth),
-        ));
+        return Err(TreeError::new(format!(
+            "nested deeper than {} levels",
+            limits.max_depth
+        )));
     }
     for (key, value) in members.iter() {
-        let path = format!("{prefix}.{key}");
-        check_key(key, limits).map_err(|r| (path.clone(), r))?;
-        check_value(&path, value, limits, depth)?;
+        check_key(key, limits)
+            .map_err(TreeError::new)
+            .and_then(|()| check_value(value, limits, depth))
+            .map_err(|e| e.within(key.to_string()))?;
     }
     Ok(())
 }
 
-fn check_value(
-    path: &str,
-    value: &Json,
-    limits: &Limits,
-    depth: usize,
-) -> Result<(), (String, String)> {
+fn check_value(value: &Json, limits: &Limits, depth: usize) -> Result<(), TreeError> {
     match value {
-        Json::Str(s) => check_string(path, s, limits).map_err(|r| (path.to_string(), r)),
-        Json::Float(f) if !f.is_finite() => {
-            Err((path.to_string(), "numbers must be finite".into()))
-        }
-        Json::Object(m) => check_tree(path, m, limits, depth + 1),
+        Json::Str(s) => check_string(s, limits).map_err(TreeError::new),
+        Json::Float(f) if !f.is_finite() => Err(TreeError::new("numbers must be finite".into())),
+        Json::Object(m) => check_members(m, limits, depth + 1),
         Json::Array(items) => {
             if depth + 1 > limits.max_depth {
-                return Err((
-                    path.to_string(),
-                    format!("nested deeper than {} levels", limits.max_depth),
-                ));
+                return Err(TreeError::new(format!(
+                    "nested deeper than {} levels",
+                    limits.max_depth
+                )));
             }
-            items
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, v)| check_value(&format!("{path}[{i}]"), v, limits, depth + 1))
+            items.iter().enumerate().try_for_each(|(i, v)| {
+                check_value(v, limits, depth + 1).map_err(|e| e.within(format!("[{i}]")))
+            })
         }
         _ => Ok(()),
     }
@@ -667,5 +697,11 @@ mod tests {
         let deep = r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x"}, "attributes": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}}"#;
         let r = validator().event(0, deep.as_bytes(), now()).unwrap_err();
         assert!(r.reason.contains("nested deeper"), "{r:?}");
+        assert_eq!(r.path, "attributes.a.b.c.d.e.f.g.h");
+        let in_array = r#"{"timestamp": 1733754615234, "metadata": {"eventType": "x"}, "geo": {"c": [1, {"$bad": 2}]}}"#;
+        let r = validator()
+            .event(0, in_array.as_bytes(), now())
+            .unwrap_err();
+        assert_eq!(r.path, "geo.c[1].$bad");
     }
 }

@@ -17,6 +17,7 @@ import asyncio
 import bisect
 import copy
 import datetime
+import decimal
 import itertools
 import logging
 import math
@@ -42,11 +43,6 @@ import mongomock.helpers as mm_helpers
 import mongomock.store as mm_store
 from mongomock import DuplicateKeyError, OperationFailure, WriteError
 from pymongo.errors import InvalidName
-
-try:  # optional: a faster event loop (pinned in requirements.txt)
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
 
 log = logging.getLogger("standin")
 
@@ -322,15 +318,46 @@ def _fast_ensure_uniques(self, new_data):
         holders.add(own)
 
 
+def _id_lookup_keys(filt):
+    """Store keys to look up when `filt` pins `_id` by equality, `$eq` or `$in`; else None."""
+    if not isinstance(filt, dict) or "_id" not in filt:
+        return None
+    v = filt["_id"]
+    if isinstance(v, dict) and len(v) == 1 and "$in" in v and isinstance(v["$in"], list):
+        keys = []
+        for x in v["$in"]:
+            k = id_equality_key({"_id": x})
+            if k is NO_KEY or isinstance(x, dict) and "$eq" in x:
+                return None
+            keys.append(k)
+        return keys
+    k = id_equality_key({"_id": v})
+    return None if k is NO_KEY else [k]
+
+
 def _fast_iter_documents(self, filter):
-    key = id_equality_key(filter)
-    if key is NO_KEY:
+    """mongomock scans every document; serve `_id` lookups from the store's dict instead."""
+    keys = _id_lookup_keys(filter)
+    if keys is None:
         return _orig_iter_documents(self, filter)
+    docs = self._store._documents
     try:
-        doc = self._store._documents.get(key)
+        if len(keys) == 1:
+            found = [docs[keys[0]]] if keys[0] in docs else []
+        else:
+            seen = set()
+            found = []
+            for k in keys:
+                if k not in seen and k in docs:
+                    seen.add(k)
+                    found.append(docs[k])
+            # MongoDB answers through the _id index: in _id order.
+            found.sort(key=lambda d: mm_filter.BsonComparable(d.get("_id")))
     except TypeError:
         return _orig_iter_documents(self, filter)
-    return iter(()) if doc is None else iter((doc,))
+    if len(filter) > 1:
+        found = [d for d in found if mm_filter.filter_applies(filter, d)]
+    return iter(found)
 
 
 def _is_number(v):
@@ -530,6 +557,191 @@ def _patched_arithmetic(self, operator, values):
     return _orig_arithmetic(self, operator, values)
 
 
+def _one_arg(parser, arg):
+    if isinstance(arg, list):
+        if len(arg) != 1:
+            raise OperationFailure("Expression takes exactly 1 arguments. %d were passed in."
+                                   % len(arg), 16020)
+        arg = arg[0]
+    try:
+        return parser.parse(arg)
+    except KeyError:
+        return None
+
+
+def _to_long(parser, arg):
+    v = _one_arg(parser, arg)
+    if v is None:
+        return None
+    if isinstance(v, datetime.datetime):
+        return Int64(to_millis(v))
+    if isinstance(v, bson.Decimal128):
+        v = v.to_decimal()
+    if isinstance(v, str):
+        try:
+            return Int64(int(v.strip()))
+        except ValueError as err:
+            raise OperationFailure("Failed to parse number '%s' in $convert with no onError "
+                                   "value" % v, 241) from err
+    if isinstance(v, (bool, int, float, decimal.Decimal)):
+        return Int64(int(v))
+    raise OperationFailure("Unsupported conversion from %s to long in $convert with no "
+                           "onError value" % type(v).__name__, 241)
+
+
+def _to_double(parser, arg):
+    v = _one_arg(parser, arg)
+    if v is None:
+        return None
+    if isinstance(v, datetime.datetime):
+        return float(to_millis(v))
+    if isinstance(v, bson.Decimal128):
+        v = v.to_decimal()
+    try:
+        return float(v)
+    except (TypeError, ValueError) as err:
+        raise OperationFailure("Unsupported conversion from %s to double in $convert with no "
+                               "onError value" % type(v).__name__, 241) from err
+
+
+def _to_date(parser, arg):
+    v = _one_arg(parser, arg)
+    if v is None or isinstance(v, datetime.datetime):
+        return v
+    if isinstance(v, ObjectId):
+        return v.generation_time.replace(tzinfo=None)
+    if isinstance(v, Timestamp):
+        return v.as_datetime().replace(tzinfo=None)
+    if isinstance(v, bson.Decimal128):
+        v = v.to_decimal()
+    if isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool):
+        return EPOCH + datetime.timedelta(milliseconds=int(v))
+    if isinstance(v, str):
+        try:
+            dt = datetime.datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError as err:
+            raise OperationFailure("Error parsing date string '%s'" % v, 241) from err
+        if dt.tzinfo is not None:
+            dt = dt.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+    raise OperationFailure("Unsupported conversion from %s to date in $convert with no "
+                           "onError value" % type(v).__name__, 241)
+
+
+def _to_string(parser, arg):
+    v = _one_arg(parser, arg)
+    if isinstance(v, datetime.datetime):
+        return v.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (v.microsecond // 1000)
+    return _orig_parse(parser, {"$toString": {"$literal": v}})
+
+
+_FIXED_MS = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000,
+             "day": 86_400_000, "week": 7 * 86_400_000}
+_MONTHS = {"month": 1, "quarter": 3, "year": 12}
+
+
+def _date_add(parser, spec, sign):
+    if not isinstance(spec, dict) or not {"startDate", "unit", "amount"} <= set(spec):
+        raise OperationFailure("$dateAdd/$dateSubtract require startDate, unit and amount",
+                               5166402)
+    try:
+        start = parser.parse(spec["startDate"])
+        unit = parser.parse(spec["unit"])
+        amount = parser.parse(spec["amount"])
+    except KeyError:
+        return None
+    if start is None or unit is None or amount is None:
+        return None
+    if not isinstance(start, datetime.datetime):
+        raise OperationFailure("$dateAdd requires startDate to be convertible to a date",
+                               5166403)
+    amount = int(amount) * sign
+    if unit in _FIXED_MS:
+        return start + datetime.timedelta(milliseconds=amount * _FIXED_MS[unit])
+    if unit in _MONTHS:
+        total = start.year * 12 + start.month - 1 + amount * _MONTHS[unit]
+        year, month = divmod(total, 12)
+        month += 1
+        days = [31, 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28,
+                31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
+        return start.replace(year=year, month=month, day=min(start.day, days))
+    raise OperationFailure("$dateAdd parameter 'unit' value cannot be recognized as a time "
+                           "unit: %s" % unit, 5166405)
+
+
+def _date_diff(parser, spec):
+    if not isinstance(spec, dict) or not {"startDate", "endDate", "unit"} <= set(spec):
+        raise OperationFailure("$dateDiff requires startDate, endDate and unit", 5166301)
+    if spec.get("timezone") not in (None, "UTC", "GMT"):
+        raise NotImplementedError("$dateDiff with a timezone")
+    try:
+        start = parser.parse(spec["startDate"])
+        end = parser.parse(spec["endDate"])
+        unit = parser.parse(spec["unit"])
+    except KeyError:
+        return None
+    if start is None or end is None or unit is None:
+        return None
+    if unit in _MONTHS:
+        months = (end.year - start.year) * 12 + end.month - start.month
+        return Int64(months // _MONTHS[unit] if unit != "quarter" else
+                     ((end.year * 12 + end.month - 1) // 3 - (start.year * 12 + start.month - 1)
+                      // 3))
+    trunc = {"date": start, "unit": unit}
+    if unit == "week":
+        trunc["startOfWeek"] = spec.get("startOfWeek", "sunday")
+    a = _date_trunc(parser, dict(trunc, date={"$literal": start}))
+    b = _date_trunc(parser, dict(trunc, date={"$literal": end}))
+    return Int64((to_millis(b) - to_millis(a)) // _FIXED_MS[unit])
+
+
+_EXTRA_EXPRESSIONS = {
+    "$toLong": _to_long,
+    "$toDouble": _to_double,
+    "$toDate": _to_date,
+    "$toString": _to_string,
+    "$dateAdd": lambda parser, spec: _date_add(parser, spec, 1),
+    "$dateSubtract": lambda parser, spec: _date_add(parser, spec, -1),
+    "$dateDiff": _date_diff,
+}
+
+# Valid MongoDB expressions mongomock does not know (it would call them unrecognized).
+_UNSUPPORTED_EXPRESSIONS = {
+    "$dateToParts", "$getField", "$setField", "$unsetField", "$median", "$percentile",
+    "$tsSecond", "$tsIncrement", "$toDecimal", "$toObjectId", "$toUUID", "$bsonSize",
+    "$binarySize", "$function", "$accumulator", "$sampleRate", "$rand", "$top", "$bottom",
+    "$topN", "$bottomN", "$firstN", "$lastN", "$maxN", "$minN", "$sortArray",
+    "$regexFind", "$regexFindAll", "$regexMatch", "$replaceOne", "$replaceAll",
+    "$isNumber", "$round", "$trunc", "$sinh", "$cosh", "$tanh",
+}
+
+
+def _patched_parse(self, expression):
+    if isinstance(expression, dict) and len(expression) == 1:
+        key = next(iter(expression))
+        handler = _EXTRA_EXPRESSIONS.get(key)
+        if handler is not None:
+            return handler(self, expression[key])
+        if key in _UNSUPPORTED_EXPRESSIONS and key not in _MM_KNOWN:
+            raise NotImplementedError("the %s expression" % key)
+    return _orig_parse(self, expression)
+
+
+def _mm_known_expressions():
+    """Every expression operator mongomock's parser dispatches on."""
+    known = set()
+    for name in ("arithmetic_operators", "project_operators", "projection_operators",
+                 "comparison_operators", "date_operators", "array_operators",
+                 "conditional_operators", "control_flow_operators", "set_operators",
+                 "string_operators", "type_convertion_operators", "type_operators",
+                 "boolean_operators"):
+        known.update(getattr(mm_agg, name, ()))
+    return known
+
+
+_MM_KNOWN = _mm_known_expressions()
+
+
 def _replace_with_stage(in_collection, database, options):
     return mm_agg._handle_replace_root_stage(in_collection, database, {"newRoot": options})
 
@@ -539,10 +751,42 @@ def _unset_stage(in_collection, database, options):
     return mm_agg._handle_project_stage(in_collection, database, {f: 0 for f in fields})
 
 
+def _group_stage_id_first(in_collection, database, options):
+    out = _orig_group_stage(in_collection, database, options)
+    return [dict(itertools.chain((("_id", d.get("_id")),),
+                                 ((k, v) for k, v in d.items() if k != "_id"))) for d in out]
+
+
+def _sum_values(values):
+    """$sum as MongoDB computes it: ignores non-numbers (and booleans), keeps longs long."""
+    total = 0
+    for v in values:
+        if isinstance(v, bson.Decimal128):
+            v = v.to_decimal()
+        if isinstance(v, bool) or not isinstance(v, (int, float, decimal.Decimal)):
+            continue
+        if isinstance(total, decimal.Decimal) or isinstance(v, decimal.Decimal):
+            total = decimal.Decimal(total) + decimal.Decimal(v)
+        else:
+            total = _num_result(total, v, total + v)
+    if isinstance(total, decimal.Decimal):
+        return bson.Decimal128(total)
+    return total
+
+
+def _bson_extreme(values, pick):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return pick(vals, key=mm_filter.BsonComparable)
+
+
 def _noop_remove_expired(self):
     """The stand-in runs its own TTL monitor (as MongoDB does, every 60 s by default)."""
 
 
+_orig_parse = mm_agg._Parser.parse
+_orig_group_stage = mm_agg._handle_group_stage
 _orig_iter_documents = mm_coll.Collection._iter_documents
 _orig_date_operator = mm_agg._Parser._handle_date_operator
 _orig_arithmetic = mm_agg._Parser._handle_arithmetic_operator
@@ -559,8 +803,14 @@ def patch_mongomock():
     mm_agg.date_operators.append("$dateTrunc")
     mm_agg._Parser._handle_date_operator = _patched_date_operator
     mm_agg._Parser._handle_arithmetic_operator = _patched_arithmetic
+    mm_agg._Parser.parse = _patched_parse
     mm_agg._PIPELINE_HANDLERS["$replaceWith"] = _replace_with_stage
     mm_agg._PIPELINE_HANDLERS["$unset"] = _unset_stage
+    mm_agg._PIPELINE_HANDLERS["$group"] = _group_stage_id_first
+    mm_agg._GROUPING_OPERATOR_MAP["$sum"] = _sum_values
+    mm_agg._GROUPING_OPERATOR_MAP["$min"] = lambda values: _bson_extreme(values, min)
+    mm_agg._GROUPING_OPERATOR_MAP["$max"] = lambda values: _bson_extreme(values, max)
+    mm_agg._GROUPING_OPERATOR_MAP["$count"] = len
 
 
 # ---------------------------------------------------------------------------------------
@@ -720,9 +970,10 @@ class Server:
         self.last_ts = ts
         return ts
 
+    SIGNATURE = {"hash": Binary(b"\x00" * 20, 0), "keyId": Int64(0)}
+
     def cluster_time_doc(self):
-        return {"clusterTime": self.last_ts,
-                "signature": {"hash": Binary(b"\x00" * 20, 0), "keyId": Int64(0)}}
+        return {"clusterTime": self.last_ts, "signature": self.SIGNATURE}
 
     # -- collections ---------------------------------------------------------------------
 
@@ -857,6 +1108,16 @@ class Server:
             bad = next(k for k in u if not k.startswith("$"))
             raise CommandError(9, "Unknown modifier: %s. Expected a valid update modifier or "
                                   "pipeline-style update specified as an array" % bad)
+        if not is_pipeline and not is_replace:
+            for op in u:
+                if op not in UPDATE_OPERATORS:
+                    raise CommandError(9, "Unknown modifier: %s. Expected a valid update "
+                                          "modifier or pipeline-style update specified as an "
+                                          "array" % op)
+                if not isinstance(u[op], dict):
+                    raise CommandError(9, "Modifiers operate on fields but we found type %s "
+                                          "instead. For example: {$mod: {<field>: ...}} not "
+                                          "{%s: %s}" % (type(u[op]).__name__, op, u[op]))
         if is_replace and multi:
             raise CommandError(9, "multi update is not supported for replacement-style update")
         if is_replace:
@@ -1009,12 +1270,14 @@ class Server:
 
     def cursor_reply(self, ns, docs, batch_size, single_batch=False, first=True):
         """Register the rest of `docs` as a cursor when they don't fit in the first batch."""
-        if batch_size is None or batch_size <= 0 and not single_batch:
-            batch_size = 101 if batch_size is None else len(docs)
+        if batch_size is None:
+            batch_size = 101
         if single_batch:
             batch, rest = docs if batch_size <= 0 else docs[:batch_size], []
         else:
-            batch, rest = docs[:batch_size], docs[batch_size:]
+            # batchSize 0: open the cursor and return nothing yet, as MongoDB does.
+            n = batch_fits(docs, 0, batch_size) if batch_size > 0 else 0
+            batch, rest = docs[:n], docs[n:]
         cid = 0
         if rest:
             cid = self.new_cursor_id()
@@ -1455,10 +1718,9 @@ class Server:
             max_ms = body.get("maxTimeMS")
             wait = 1.0 if max_ms is None else float(max_ms) / 1000.0
             return self.change_stream_get_more(cur, batch_size, wait)
-        if batch_size is None or batch_size <= 0:
-            batch = cur.docs[cur.pos:]
-        else:
-            batch = cur.docs[cur.pos:cur.pos + int(batch_size)]
+        limit = len(cur.docs) if batch_size is None or batch_size <= 0 else int(batch_size)
+        n = batch_fits(cur.docs, cur.pos, limit)
+        batch = cur.docs[cur.pos:cur.pos + n]
         cur.pos += len(batch)
         cid_out = cur.id
         if cur.pos >= len(cur.docs):
@@ -1531,6 +1793,12 @@ class Server:
             if op == "$changeStream":
                 raise CommandError(40602, "$changeStream is only valid as the first stage in a "
                                           "pipeline.")
+            if op in ("$out", "$merge"):
+                continue
+            if op in MONGODB_STAGES_NOT_IN_STANDIN or \
+                    (op in mm_agg._PIPELINE_HANDLERS and mm_agg._PIPELINE_HANDLERS[op] is None):
+                raise CommandError(238, "the %s stage is valid MongoDB but not supported by the "
+                                        "MongoDB stand-in (mongomock)" % op)
             if op not in mm_agg._PIPELINE_HANDLERS:
                 raise CommandError(40324, "Unrecognized pipeline stage name: '%s'" % op)
         if target == 1 or not isinstance(target, str):
@@ -1839,7 +2107,7 @@ class Server:
         res = list(mm_agg.process_pipeline([doc], self.client[cur.db], cur.stages, None))
         if not res:
             return False
-        new = res[0]
+        new = dict(res[0])
         if "_id" not in new or not strict_eq(new["_id"], doc["_id"]):
             raise CommandError(280, "Encountered an event whose _id field, which contains the "
                                     "resume token, was modified by the pipeline. Modifying the "
@@ -2156,6 +2424,34 @@ GENERIC_FIELDS = {"lsid", "$clusterTime", "txnNumber", "$readPreference", "readC
                   "writeConcern", "apiVersion", "apiStrict", "apiDeprecationErrors", "comment",
                   "maxTimeMS", "bypassDocumentValidation", "$db", "autocommit",
                   "startTransaction"}
+
+
+UPDATE_OPERATORS = {"$set", "$unset", "$inc", "$mul", "$min", "$max", "$push", "$addToSet",
+                    "$pull", "$pullAll", "$pop", "$rename", "$setOnInsert", "$currentDate",
+                    "$bit"}
+
+MONGODB_STAGES_NOT_IN_STANDIN = {
+    "$densify", "$fill", "$setWindowFields", "$unionWith", "$documents", "$search",
+    "$searchMeta", "$vectorSearch", "$listSessions", "$listLocalSessions", "$collStats",
+    "$indexStats", "$planCacheStats", "$currentOp", "$bucketAuto", "$geoNear", "$redact",
+    "$sortByCount", "$changeStreamSplitLargeEvent", "$listSearchIndexes", "$queryStats",
+    "$shardedDataDistribution", "$listSampledQueries", "$listClusterCatalog",
+}
+
+MAX_BATCH_BYTES = MAX_BSON - 64 * 1024
+
+
+def batch_fits(docs, start, limit):
+    """How many of docs[start:start+limit] fit in one reply (16 MB, like MongoDB)."""
+    end = min(len(docs), start + limit)
+    if end - start <= 1:
+        return end - start
+    total = 0
+    for i in range(start, end):
+        total += len(bson.encode(docs[i], codec_options=CODEC))
+        if total > MAX_BATCH_BYTES:
+            return max(1, i - start)
+    return end - start
 
 
 def _dot_get(doc, field):
@@ -2580,10 +2876,7 @@ def main():
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s standin %(levelname)s %(message)s")
     try:
-        if uvloop is not None and os.environ.get("STANDIN_NO_UVLOOP") != "1":
-            uvloop.run(main_async(args))
-        else:
-            asyncio.run(main_async(args))
+        asyncio.run(main_async(args))
     except KeyboardInterrupt:
         pass
 

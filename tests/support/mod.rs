@@ -1,5 +1,6 @@
 //! Shared by the black-box tests; each test binary uses a part of it.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod mongo;
 pub mod plugin_harness;

@@ -55,7 +55,7 @@ impl TestMongo {
                     Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("standin-{db_name}.log"));
                 let (uri, standin) = tokio::task::spawn_blocking(move || spawn_standin(log_path))
                     .await
-                    .expect("stand-in start-up thread");
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
                 (uri, Some(standin))
             }
         };
@@ -213,7 +213,8 @@ fn spawn_standin(log_path: PathBuf) -> (String, Standin) {
             let status = child.wait().ok();
             panic!(
                 "the MongoDB stand-in ({} {}) exited before listening (status {status:?}, \
-                 read {res:?}).\nIts stderr:\n{}",
+                 read {res:?}). Does that Python have tests/standin/requirements.txt installed \
+                 (`scripts/test.sh` sets one up)?\nIts stderr:\n{}",
                 python.display(),
                 script.display(),
                 tail(&log_path, 40)

@@ -1,0 +1,631 @@
+//! The events API, black-box: the real daemon over HTTP, storing into the
+//! MongoDB stand-in (or the server in MONGODB_URI).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use chrono::Utc;
+use futures_util::TryStreamExt;
+use serde_json::{json, Value};
+use support::daemon::{seed_event, signal, Daemon, API_KEY};
+use support::mongo::TestMongo;
+
+/// Breaks event `e` in the `kind`-th way; returns the path the API must report.
+fn corrupt(e: &mut Value, kind: usize) -> &'static str {
+    match kind % 10 {
+        0 => {
+            e.as_object_mut().unwrap().remove("timestamp");
+            "timestamp"
+        }
+        1 => {
+            e["metrics"]["pageLoadTime"] = json!("fast");
+            "metrics.pageLoadTime"
+        }
+        2 => {
+            e["unexpected"] = json!(true);
+            "unexpected"
+        }
+        3 => {
+            e["timestamp"] = json!((Utc::now() + chrono::Duration::hours(1)).to_rfc3339());
+            "timestamp"
+        }
+        4 => {
+            e["timestamp"] = json!("2001-01-01T00:00:00Z");
+            "timestamp"
+        }
+        5 => {
+            e["metadata"]["eventType"] = json!("");
+            "metadata.eventType"
+        }
+        6 => {
+            e["metadata"]["dimensions"]["country"] = json!({"code": "FR"});
+            "metadata.dimensions.country"
+        }
+        7 => {
+            e["metadata"]["dimensions"]["city"] = json!("x".repeat(5000));
+            "metadata.dimensions.city"
+        }
+        8 => {
+            e["timestamp"] = json!("last tuesday");
+            "timestamp"
+        }
+        _ => {
+            e["metadata"].as_object_mut().unwrap().remove("eventType");
+            "metadata.eventType"
+        }
+    }
+}
+
+async fn count(mongo: &TestMongo, coll: &str) -> u64 {
+    mongo
+        .db()
+        .collection::<bson::Document>(coll)
+        .count_documents(doc! {})
+        .await
+        .unwrap()
+}
+
+async fn stored_seqs(mongo: &TestMongo) -> BTreeSet<i64> {
+    let docs: Vec<bson::Document> = mongo
+        .db()
+        .collection::<bson::Document>("events")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    docs.iter()
+        .map(|d| {
+            d.get_document("attributes")
+                .unwrap()
+                .get_i64("seq")
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn mixed_batch_stores_the_valid_and_reports_the_invalid() {
+    let mongo = TestMongo::start().await;
+    let daemon = Daemon::start(&mongo, &[]).await;
+    let now = Utc::now();
+    let mut events: Vec<Value> = (0..1000)
+        .map(|i| seed_event(i, now - chrono::Duration::seconds(5)))
+        .collect();
+    let mut expected = Vec::new();
+    for k in 0..37 {
+        let index = 3 + k * 27;
+        let path = corrupt(&mut events[index], k);
+        expected.push((index, path));
+    }
+
+    let (status, body) = daemon.post_json(&Value::Array(events)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 963, "{body}");
+    assert_eq!(body["rejectedCount"], 37);
+    let rejected = body["rejected"].as_array().unwrap();
+    for (r, (index, path)) in rejected.iter().zip(&expected) {
+        assert_eq!(r["index"], *index as u64, "{r}");
+        assert_eq!(r["path"], *path, "{r}");
+        assert!(r["reason"].as_str().is_some_and(|s| s.len() > 10), "{r}");
+    }
+
+    assert_eq!(count(&mongo, "events").await, 963);
+    let seqs = stored_seqs(&mongo).await;
+    let bad: BTreeSet<i64> = expected.iter().map(|(i, _)| *i as i64).collect();
+    let good: BTreeSet<i64> = (0..1000).filter(|i| !bad.contains(i)).collect();
+    assert_eq!(seqs, good, "exactly the valid events are stored");
+
+    // A stored event keeps the seed's shape.
+    let one = mongo
+        .db()
+        .collection::<bson::Document>("events")
+        .find_one(doc! { "attributes.seq": 0_i64 })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        one.get_document("metadata")
+            .unwrap()
+            .get_str("eventType")
+            .unwrap(),
+        "page_view"
+    );
+    assert!(one.get_datetime("timestamp").is_ok());
+
+    let letters: Vec<bson::Document> = mongo
+        .db()
+        .collection("dead_letters")
+        .find(doc! {})
+        .sort(doc! {"index": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 37);
+    for (l, (index, path)) in letters.iter().zip(&expected) {
+        assert_eq!(l.get_i64("index").unwrap(), *index as i64);
+        assert_eq!(l.get_str("path").unwrap(), *path);
+        assert!(!l.get_str("reason").unwrap().is_empty());
+        assert_eq!(l.get_str("apiKey").unwrap(), "test");
+        let raw = l.get_str("raw").unwrap();
+        assert!(raw.starts_with('{'), "{raw}");
+        assert!(raw.len() <= 4096);
+    }
+    // The 5,000-byte string makes that raw payload longer than the bound.
+    assert!(letters.iter().any(|l| l.get_bool("rawTruncated").unwrap()));
+
+    let metrics = daemon
+        .http
+        .get(daemon.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mongopulse_ingest_events_accepted_total 963"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mongopulse_ingest_events_rejected_total{reason=\"invalid_timestamp\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn gzip_zstd_and_ndjson_bodies() {
+    let mongo = TestMongo::start().await;
+    let daemon = Daemon::start(&mongo, &[]).await;
+    let now = Utc::now();
+    let ndjson: String = (0..50)
+        .map(|i| seed_event(i, now).to_string() + "\n")
+        .collect::<String>()
+        + "{\"broken\n";
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(ndjson.as_bytes()).unwrap();
+    let (status, body, _) = daemon
+        .post(
+            gz.finish().unwrap(),
+            &[
+                ("content-type", "application/x-ndjson"),
+                ("content-encoding", "gzip"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 50);
+    assert_eq!(body["rejected"][0]["index"], 50);
+    assert!(body["rejected"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+
+    let array = Value::Array((100..120).map(|i| seed_event(i, now)).collect());
+    let zstd_body = zstd::encode_all(array.to_string().as_bytes(), 3).unwrap();
+    let (status, body, _) = daemon
+        .post(
+            zstd_body,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "zstd"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 20);
+
+    // One object on its own is a batch of one.
+    let (status, body) = daemon.post_json(&seed_event(500, now)).await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(1)));
+    assert_eq!(count(&mongo, "events").await, 71);
+
+    // Whole-body problems are answered for the body.
+    let (status, body, _) = daemon
+        .post("[{\"a\": 1},", &[("content-type", "application/json")])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = daemon.post("x", &[("content-encoding", "br")]).await;
+    assert_eq!(status, 415);
+    let (status, _, _) = daemon.post("a,b", &[("content-type", "text/csv")]).await;
+    assert_eq!(status, 415);
+    let (status, body, _) = daemon
+        .post("not gzip", &[("content-encoding", "gzip")])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = daemon
+        .post_json(&json!([{"metadata": {"eventType": "x"}}]))
+        .await;
+    assert_eq!(status, 422, "{body}");
+}
+
+#[tokio::test]
+async fn oversized_body_is_413_and_missing_key_401_and_fast_key_429() {
+    let mongo = TestMongo::start().await;
+    let daemon = Daemon::start(
+        &mongo,
+        &[
+            ("MONGOPULSE__INGEST__LIMITS__MAX_BODY_BYTES", "20000"),
+            ("MONGOPULSE__AUTH__REQUESTS_PER_SECOND", "1"),
+            ("MONGOPULSE__AUTH__BURST", "3"),
+        ],
+    )
+    .await;
+    let now = Utc::now();
+    let big = Value::Array((0..200).map(|i| seed_event(i, now)).collect());
+    let (status, body) = daemon.post_json(&big).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("max_body_bytes"));
+
+    // A small body whose gzip expands past the limit is also refused.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b' '; 1_000_000]).unwrap();
+    let (status, _, _) = daemon
+        .post(gz.finish().unwrap(), &[("content-encoding", "gzip")])
+        .await;
+    assert_eq!(status, 413);
+
+    let unauthenticated = daemon
+        .http
+        .post(daemon.url("/v1/events"))
+        .body(seed_event(1, now).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    assert_eq!(unauthenticated.headers()["www-authenticate"], "Bearer");
+    let wrong = daemon
+        .http
+        .post(daemon.url("/v1/events"))
+        .header("x-api-key", "nope")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    // Two requests used two of the three tokens; the burst is spent quickly.
+    let mut limited = None;
+    for i in 0..5 {
+        let r = daemon
+            .http
+            .post(daemon.url("/v1/events"))
+            .header("x-api-key", API_KEY)
+            .body(seed_event(i, now).to_string())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("a 429 once the burst is spent");
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn paused_mongodb_gets_503_never_2xx_and_recovers() {
+    let mongo = TestMongo::start().await;
+    let Some(pid) = mongo.standin_pid() else {
+        eprintln!("skipped: pausing MongoDB needs the stand-in (MONGODB_URI is set)");
+        return;
+    };
+    let daemon = Daemon::start(
+        &mongo,
+        &[
+            ("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "1000"),
+            ("MONGOPULSE__INGEST__WRITER__ENQUEUE_TIMEOUT_MS", "300"),
+            ("MONGOPULSE__INGEST__WRITER__MAX_QUEUED_EVENTS", "10000"),
+        ],
+    )
+    .await;
+    let now = Utc::now();
+    let (status, _) = daemon
+        .post_json(&Value::Array((0..10).map(|i| seed_event(i, now)).collect()))
+        .await;
+    assert_eq!(status, 200);
+    let mut answered_2xx: BTreeSet<i64> = (0..10).collect();
+
+    signal(pid, "STOP");
+    let mut saw_503 = false;
+    for round in 0..3 {
+        let seqs: Vec<usize> = (100 + round * 10..110 + round * 10).collect();
+        let started = Instant::now();
+        let (status, body, headers) = daemon
+            .post(
+                Value::Array(seqs.iter().map(|&i| seed_event(i, now)).collect()).to_string(),
+                &[],
+            )
+            .await;
+        let took = started.elapsed();
+        assert_ne!(
+            status / 100,
+            2,
+            "answered {status} while MongoDB was paused: {body}"
+        );
+        assert_eq!(status, 503, "{body}");
+        assert!(headers.contains_key("retry-after"));
+        // Bounded by the write timeout, not by the driver's 30 s default.
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+        saw_503 = true;
+    }
+    assert!(saw_503);
+    signal(pid, "CONT");
+
+    // Recovers by itself: new events are accepted again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seqs: Vec<usize> = (1000..1010).collect();
+        let (status, body) = daemon
+            .post_json(&Value::Array(
+                seqs.iter().map(|&i| seed_event(i, now)).collect(),
+            ))
+            .await;
+        if status == 200 {
+            assert_eq!(body["accepted"], 10);
+            answered_2xx.extend(seqs.iter().map(|&s| s as i64));
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "never recovered: {}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = stored_seqs(&mongo).await;
+    assert!(
+        answered_2xx.is_subset(&stored),
+        "missing: {:?}",
+        answered_2xx.difference(&stored).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_during_load_loses_no_acknowledged_event() {
+    let mongo = TestMongo::start().await;
+    let mut daemon = Daemon::start(
+        &mongo,
+        &[("MONGOPULSE__INGEST__WRITER__MAX_BATCH_DELAY_MS", "20")],
+    )
+    .await;
+    let now = Utc::now();
+    let url = daemon.url("/v1/events");
+    let mut senders = Vec::new();
+    for worker in 0..4usize {
+        let http = daemon.http.clone();
+        let url = url.clone();
+        senders.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for batch in 0..1000usize {
+                let seqs: Vec<usize> = (0..20)
+                    .map(|i| worker * 1_000_000 + batch * 100 + i)
+                    .collect();
+                let body =
+                    Value::Array(seqs.iter().map(|&s| seed_event(s, now)).collect()).to_string();
+                match http.post(&url).bearer_auth(API_KEY).body(body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        acknowledged.extend(seqs.iter().map(|&s| s as i64))
+                    }
+                    Ok(_) => {}
+                    Err(_) => break, // the daemon has gone
+                }
+            }
+            acknowledged
+        }));
+    }
+    // Let the load build up, then ask the daemon to stop in the middle of it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = daemon.wait(Duration::from_secs(30));
+        (s, daemon)
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.0.success(),
+        "exit status {:?}: {}",
+        status.0,
+        status.1.stderr()
+    );
+
+    let mut acknowledged = BTreeSet::new();
+    for s in senders {
+        acknowledged.extend(s.await.unwrap());
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "some events were accepted before SIGTERM"
+    );
+    let stored = stored_seqs(&mongo).await;
+    let missing: Vec<_> = acknowledged.difference(&stored).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events missing, e.g. {missing:?}",
+        acknowledged.difference(&stored).count()
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_pipeline_stats() {
+    let mongo = TestMongo::start().await;
+    let daemon = Daemon::start(&mongo, &[("MONGOPULSE__STATS__INTERVAL_SECS", "0.2")]).await;
+    let h: Value = daemon
+        .http
+        .get(daemon.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "ok");
+    let r: Value = daemon
+        .http
+        .get(daemon.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["ready"], true, "{r}");
+
+    let (status, _) = daemon
+        .post_json(&Value::Array(
+            (0..5).map(|i| seed_event(i, Utc::now())).collect(),
+        ))
+        .await;
+    assert_eq!(status, 200);
+
+    // The events collection is time-series with the seed's indexes.
+    let specs: Vec<_> = mongo
+        .db()
+        .list_collections()
+        .filter(doc! {"name": "events"})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        specs[0].collection_type,
+        mongodb::results::CollectionType::Timeseries
+    );
+    let ts = specs[0].options.timeseries.as_ref().unwrap();
+    assert_eq!(ts.time_field, "timestamp");
+    assert_eq!(ts.meta_field.as_deref(), Some("metadata"));
+    let indexes = mongo
+        .db()
+        .collection::<bson::Document>("events")
+        .list_index_names()
+        .await
+        .unwrap();
+    for name in [
+        "user_time",
+        "session",
+        "type_time",
+        "country_time",
+        "product_time",
+    ] {
+        assert!(indexes.iter().any(|i| i == name), "{indexes:?}");
+    }
+    assert!(
+        daemon.stderr().contains("created time-series collection"),
+        "{}",
+        daemon.stderr()
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = mongo
+            .db()
+            .collection::<bson::Document>("pipeline_stats")
+            .find_one(doc! { "totalAccepted": { "$gte": 5_i64 } })
+            .await
+            .unwrap();
+        if let Some(d) = found {
+            assert_eq!(d.get_str("writerId").unwrap(), "main");
+            assert!(d.get_f64("eventsPerSecond").is_ok());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no pipeline_stats document");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = daemon
+        .http
+        .get(daemon.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "mongopulse_ingest_batch_size_events_bucket",
+        "mongopulse_ingest_write_latency_seconds_bucket",
+        "mongopulse_ingest_queue_depth_events",
+        "mongopulse_ingest_ingestion_lag_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn required_auth_without_keys_refuses_to_start_with_advice() {
+    let mongo = TestMongo::start().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+        .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
+        .env("MONGOPULSE__HTTP__LISTEN", "127.0.0.1:0")
+        .env_remove("MONGOPULSE_API_KEYS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MONGOPULSE_API_KEYS"), "{err}");
+}
+
+#[tokio::test]
+async fn random_bodies_always_get_a_4xx_with_a_reason() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let mongo = TestMongo::start().await;
+    let daemon = Daemon::start(
+        &mongo,
+        &[
+            ("MONGOPULSE__AUTH__REQUESTS_PER_SECOND", "100000"),
+            ("MONGOPULSE__AUTH__BURST", "100000"),
+        ],
+    )
+    .await;
+    let mut runner = TestRunner::deterministic();
+    let bodies = proptest::collection::vec(proptest::num::u8::ANY, 0..300);
+    for round in 0..150 {
+        let mut body = bodies.new_tree(&mut runner).unwrap().current();
+        if round % 3 == 0 {
+            // Valid JSON that is not a valid event.
+            body = format!(
+                "[{{\"timestamp\": {round}, \"metadata\": {{}}}}, {}]",
+                String::from_utf8_lossy(&body).len()
+            )
+            .into_bytes();
+        }
+        let content_type = if round % 2 == 0 {
+            "application/json"
+        } else {
+            "application/x-ndjson"
+        };
+        let (status, json, _) = daemon
+            .post(body.clone(), &[("content-type", content_type)])
+            .await;
+        assert!(
+            (400..500).contains(&status),
+            "{status} for {body:?}: {json}"
+        );
+        let reason = json["error"]
+            .as_str()
+            .or_else(|| json["rejected"][0]["reason"].as_str());
+        assert!(
+            reason.is_some_and(|r| !r.is_empty()),
+            "no reason for {body:?}: {json}"
+        );
+    }
+}

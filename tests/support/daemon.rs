@@ -1,0 +1,213 @@
+//! Runs the real `mongopulsed` binary against a test MongoDB and talks HTTP to it.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::mongo::TestMongo;
+
+pub const API_KEY: &str = "test-key-0123456789";
+
+pub struct Daemon {
+    child: Child,
+    pub base_url: String,
+    stderr: Arc<Mutex<String>>,
+    pub http: reqwest::Client,
+}
+
+impl Daemon {
+    /// Starts the daemon on a free port with its own database, with `env`
+    /// overriding configuration (`MONGOPULSE__…`), and waits until it is ready.
+    pub async fn start(mongo: &TestMongo, env: &[(&str, &str)]) -> Daemon {
+        let daemon = Self::spawn(mongo, env);
+        daemon.wait_ready().await;
+        daemon
+    }
+
+    /// Starts the daemon without waiting for readiness.
+    pub fn spawn(mongo: &TestMongo, env: &[(&str, &str)]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+            .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
+            .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name)
+            .env("MONGOPULSE__HTTP__LISTEN", "127.0.0.1:0")
+            .env("MONGOPULSE_API_KEYS", format!("test:{API_KEY}"))
+            .env("MONGOPULSE__LOG__LEVEL", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mongopulsed");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr piped");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base_url = loop {
+            if let Some(url) = listening_url(&stderr.lock().unwrap()) {
+                break url;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "mongopulsed exited with {status}: {}",
+                    stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mongopulsed did not start: {}",
+                stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Daemon {
+            child,
+            base_url,
+            stderr,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mongopulsed never became ready: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// POSTs a body to /v1/events with the test key.
+    pub async fn post(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        let mut req = self
+            .http
+            .post(self.url("/v1/events"))
+            .bearer_auth(API_KEY)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("POST /v1/events answered");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json, headers)
+    }
+
+    pub async fn post_json(&self, events: &serde_json::Value) -> (u16, serde_json::Value) {
+        let (s, j, _) = self
+            .post(events.to_string(), &[("content-type", "application/json")])
+            .await;
+        (s, j)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// Waits for the process to exit (bounded) and returns its status.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mongopulsed did not exit: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`) with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{name} {pid} failed");
+}
+
+fn listening_url(log: &str) -> Option<String> {
+    let at = log.find("listening on http://")?;
+    let rest = &log[at + "listening on ".len()..];
+    let end = rest.find(|c: char| c.is_whitespace() || c == '"')?;
+    Some(rest[..end].to_string())
+}
+
+/// A seed-shaped event; `seq` goes into `attributes.seq` so tests can find it.
+pub fn seed_event(seq: usize, at: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    let countries = ["FR", "US", "DE", "GB", "JP"];
+    let devices = ["mobile", "desktop", "tablet"];
+    let browsers = ["Chrome", "Safari", "Firefox"];
+    serde_json::json!({
+        "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "metadata": {
+            "eventType": "page_view",
+            "source": "web",
+            "version": "2.1.0",
+            "dimensions": {
+                "userId": format!("u{}", seq % 97),
+                "sessionId": format!("s{}", seq % 211),
+                "deviceType": devices[seq % devices.len()],
+                "browser": browsers[seq % browsers.len()],
+                "os": "iOS",
+                "country": countries[seq % countries.len()],
+                "city": "Paris"
+            }
+        },
+        "metrics": { "pageLoadTime": 800 + (seq % 1000) as i64, "timeOnPage": 10 + (seq % 50) as i64, "scrollDepth": 0.5 },
+        "attributes": { "referrer": "https://google.com", "landingPage": format!("/p/{}", seq % 13), "seq": seq },
+        "geo": { "country": countries[seq % countries.len()], "city": "Paris" }
+    })
+}
