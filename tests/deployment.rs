@@ -119,12 +119,10 @@ fn compose_stack_agrees_with_plugin_json_and_provisioning() {
     assert!(strings(&plugin["volumes"])
         .iter()
         .any(|v| v.starts_with(&format!("{volume_name}:"))));
+    let declared = compose["volumes"].as_mapping().expect("top-level volumes");
     assert!(
-        !compose["volumes"][volume_name.as_str()].is_null()
-            || compose["volumes"]
-                .as_mapping()
-                .unwrap()
-                .contains_key(&Yaml::from(volume_name.clone()))
+        declared.contains_key(volume_name.as_str()),
+        "volume {volume_name} is not declared"
     );
 
     // Every build target exists in the Dockerfile, and the executable is named as Grafana expects.

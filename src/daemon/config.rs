@@ -243,6 +243,7 @@ fn explain(e: figment::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return its large error
 mod tests {
     use super::*;
 

@@ -25,6 +25,8 @@ pub enum BodyError {
         encoding: &'static str,
         reason: String,
     },
+    #[error("the request body could not be read: {0}")]
+    Unreadable(String),
     #[error("the body holds no events")]
     Empty,
     #[error("the body is not valid JSON: {0}. Send one event object, an array of event objects, or NDJSON with Content-Type application/x-ndjson")]

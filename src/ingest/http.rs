@@ -110,9 +110,10 @@ fn body_status(e: &BodyError) -> StatusCode {
         BodyError::UnsupportedEncoding(_) | BodyError::UnsupportedType(_) => {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         }
-        BodyError::BadCompression { .. } | BodyError::Empty | BodyError::BadJson(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        BodyError::BadCompression { .. }
+        | BodyError::Empty
+        | BodyError::BadJson(_)
+        | BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -151,9 +152,9 @@ async fn accept(state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
         Err(e) => return error(body_status(&e), e.to_string()),
     };
     let limit = state.validator.limits.max_body_bytes;
-    let Ok(compressed) = axum::body::to_bytes(body, limit).await else {
-        let e = BodyError::TooLarge { limit };
-        return error(body_status(&e), e.to_string());
+    let compressed = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(e) => return error(body_status(&e), e.to_string()),
     };
     let raw = match decode::decompress(&compressed, header_text(header::CONTENT_ENCODING), limit) {
         Ok(raw) => raw,
@@ -241,6 +242,30 @@ async fn accept(state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
         })),
     )
         .into_response()
+}
+
+/// Reads up to `limit` bytes. Past it, the rest is read and thrown away (up
+/// to a bound) before answering 413, so the client finishes sending and can
+/// read the answer instead of meeting a reset connection.
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    let drain_bound = limit.saturating_mul(8).max(64 * 1024 * 1024);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Unreadable(e.to_string()))?;
+        seen += chunk.len();
+        if seen <= limit {
+            out.extend_from_slice(&chunk);
+        } else if seen > drain_bound {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    Ok(out)
 }
 
 async fn record_dead_letters(

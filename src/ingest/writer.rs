@@ -93,14 +93,23 @@ struct Job {
     _room: OwnedSemaphorePermit,
 }
 
+/// What the writer task and its inserts share.
+struct Shared {
+    collection: Collection<Document>,
+    write_concern: WriteConcern,
+    config: WriterConfig,
+    metrics: Arc<IngestMetrics>,
+    room: Arc<Semaphore>,
+    healthy: AtomicBool,
+    redactor: Redactor,
+}
+
 /// Handle for submitting batches; cheap to clone. When every handle is
 /// dropped the writer flushes what it holds and its task ends.
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
-    room: Arc<Semaphore>,
-    config: Arc<WriterConfig>,
-    healthy: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 impl Writer {
@@ -118,28 +127,17 @@ impl Writer {
             return Err("ingest.writer.max_batch_events, max_queued_events and concurrent_writes must be at least 1".into());
         }
         let (tx, rx) = mpsc::channel(config.max_queued_events.min(65_536));
-        let room = Arc::new(Semaphore::new(config.max_queued_events));
-        let healthy = Arc::new(AtomicBool::new(true));
-        let config = Arc::new(config);
-        let task = tokio::spawn(run(
-            rx,
+        let shared = Arc::new(Shared {
             collection,
             write_concern,
-            config.clone(),
+            room: Arc::new(Semaphore::new(config.max_queued_events)),
+            config,
             metrics,
-            room.clone(),
-            healthy.clone(),
-            Arc::new(redactor),
-        ));
-        Ok((
-            Writer {
-                jobs: tx,
-                room,
-                config,
-                healthy,
-            },
-            task,
-        ))
+            healthy: AtomicBool::new(true),
+            redactor,
+        });
+        let task = tokio::spawn(run(rx, shared.clone()));
+        Ok((Writer { jobs: tx, shared }, task))
     }
 
     /// Stores `docs`; returns once MongoDB acknowledged them (or refused some).
@@ -147,9 +145,10 @@ impl Writer {
         if docs.is_empty() {
             return Ok(Vec::new());
         }
-        let n = u32::try_from(docs.len().min(self.config.max_queued_events)).unwrap_or(u32::MAX);
-        let wait = Duration::from_millis(self.config.enqueue_timeout_ms);
-        let room = match tokio::time::timeout(wait, self.room.clone().acquire_many_owned(n)).await {
+        let config = &self.shared.config;
+        let n = u32::try_from(docs.len().min(config.max_queued_events)).unwrap_or(u32::MAX);
+        let wait = Duration::from_millis(config.enqueue_timeout_ms);
+        let room = match tokio::time::timeout(wait, self.shared.room.clone().acquire_many_owned(n)).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(SubmitError::Closed),
             Err(_) => return Err(SubmitError::Busy),
@@ -168,25 +167,17 @@ impl Writer {
 
     /// Events queued or being written.
     pub fn queued(&self) -> usize {
-        self.config.max_queued_events - self.room.available_permits()
+        self.shared.config.max_queued_events - self.shared.room.available_permits()
     }
 
     /// False after a failed write, true again after a successful one.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.shared.healthy.load(Ordering::Relaxed)
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Job>,
-    collection: Collection<Document>,
-    write_concern: WriteConcern,
-    config: Arc<WriterConfig>,
-    metrics: Arc<IngestMetrics>,
-    room: Arc<Semaphore>,
-    healthy: Arc<AtomicBool>,
-    redactor: Arc<Redactor>,
-) {
+async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
+    let config = &shared.config;
     let in_flight = Arc::new(Semaphore::new(config.concurrent_writes));
     let delay = Duration::from_millis(config.max_batch_delay_ms);
     while let Some(first) = rx.recv().await {
@@ -206,47 +197,26 @@ async fn run(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        metrics
+        shared
+            .metrics
             .queue_depth
-            .set((config.max_queued_events - room.available_permits()) as i64);
+            .set((config.max_queued_events - shared.room.available_permits()) as i64);
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let collection = collection.clone();
-        let write_concern = write_concern.clone();
-        let metrics = metrics.clone();
-        let healthy = healthy.clone();
-        let redactor = redactor.clone();
-        let timeout = Duration::from_millis(config.write_timeout_ms);
+        let shared = shared.clone();
         tokio::spawn(async move {
-            write_batch(
-                jobs,
-                &collection,
-                write_concern,
-                timeout,
-                &metrics,
-                &healthy,
-                &redactor,
-            )
-            .await;
+            write_batch(jobs, &shared).await;
             drop(slot);
         });
     }
     // Every handle is gone: wait for the writes still in flight.
-    let _ = in_flight
-        .acquire_many(config.concurrent_writes as u32)
-        .await;
+    let _ = in_flight.acquire_many(config.concurrent_writes as u32).await;
 }
 
-async fn write_batch(
-    jobs: Vec<Job>,
-    collection: &Collection<Document>,
-    write_concern: WriteConcern,
-    timeout: Duration,
-    metrics: &IngestMetrics,
-    healthy: &AtomicBool,
-    redactor: &Redactor,
-) {
+async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
+    let metrics = &shared.metrics;
+    let timeout = Duration::from_millis(shared.config.write_timeout_ms);
     let sizes: Vec<usize> = jobs.iter().map(|j| j.docs.len()).collect();
     let total: usize = sizes.iter().sum();
     let mut docs = Vec::with_capacity(total);
@@ -259,10 +229,11 @@ async fn write_batch(
     let started = Instant::now();
     let outcome = tokio::time::timeout(
         timeout,
-        collection
+        shared
+            .collection
             .insert_many(docs)
             .ordered(false)
-            .write_concern(write_concern),
+            .write_concern(shared.write_concern.clone()),
     )
     .await;
     metrics
@@ -288,10 +259,10 @@ async fn write_batch(
                     )
                 })
                 .collect()),
-            _ => Err(SubmitError::Unavailable(redactor.clean(&e.to_string()))),
+            _ => Err(SubmitError::Unavailable(shared.redactor.clean(&e.to_string()))),
         },
     };
-    healthy.store(result.is_ok(), Ordering::Relaxed);
+    shared.healthy.store(result.is_ok(), Ordering::Relaxed);
     match &result {
         Ok(_) => {
             metrics.writes_ok.inc();
