@@ -80,7 +80,7 @@ struct WireEvent<'a> {
     #[serde(borrow)]
     metadata: Option<WireMetadata<'a>>,
     #[serde(default, borrow)]
-    metrics: Option<Members<'a, Json<'a>>>,
+    metrics: Option<Members<'a, Finite>>,
     #[serde(default, borrow)]
     attributes: Option<Members<'a, Json<'a>>>,
     #[serde(default, borrow)]
@@ -98,6 +98,35 @@ struct WireMetadata<'a> {
     version: Option<CowStr<'a>>,
     #[serde(default, borrow)]
     dimensions: Option<Members<'a, Json<'a>>>,
+}
+
+/// A metric value: any JSON number that fits a finite f64.
+struct Finite(f64);
+
+impl<'de> Deserialize<'de> for Finite {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Finite;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a finite number (a metric must be a finite number)")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Finite, E> {
+                Ok(Finite(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Finite, E> {
+                Ok(Finite(v as f64))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Finite, E> {
+                if v.is_finite() {
+                    Ok(Finite(v))
+                } else {
+                    Err(E::custom("a metric must be a finite number"))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Validation context: the limits and the accepted time range.
@@ -138,6 +167,8 @@ impl Validator {
                 let (kind, path) = if inner.is_syntax() || inner.is_eof() {
                     // The position in the text says more than a half-read path.
                     ("malformed_json", String::new())
+                } else if path.starts_with("metrics.") {
+                    ("invalid_metric", path)
                 } else {
                     ("invalid_field", path)
                 };
@@ -268,23 +299,11 @@ impl Validator {
                 ),
             ));
         }
-        let mut metrics = Vec::with_capacity(wire_metrics.len());
-        for (key, value) in wire_metrics.0 {
-            let path = || format!("metrics.{key}");
-            check_key(&key, limits).map_err(|r| reject(&path(), "invalid_field", r))?;
-            let number = match value {
-                Json::Int(i) => i as f64,
-                Json::Float(f) if f.is_finite() => f,
-                other => {
-                    return Err(reject(
-                        &path(),
-                        "invalid_metric",
-                        format!("a metric must be a finite number, not {}", other.kind()),
-                    ))
-                }
-            };
-            metrics.push((key, number));
+        for (key, _) in wire_metrics.iter() {
+            check_key(key, limits)
+                .map_err(|r| reject(&format!("metrics.{key}"), "invalid_field", r))?;
         }
+        let metrics = Members(wire_metrics.0.into_iter().map(|(k, v)| (k, v.0)).collect());
 
         let attributes = wire.attributes.unwrap_or_default();
         if attributes.len() > limits.max_fields {
@@ -310,7 +329,7 @@ impl Validator {
             source: metadata.source.map(|s| s.0),
             version: metadata.version.map(|s| s.0),
             dimensions,
-            metrics: Members(metrics),
+            metrics,
             attributes,
             geo: wire.geo,
         })

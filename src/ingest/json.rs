@@ -129,8 +129,9 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for MembersVisitor<V> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // serde_json gives no size hint; most event objects have under 16 members.
         let mut members: Vec<(Cow<'de, str>, V)> =
-            Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+            Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
         while let Some(key) = map.next_key::<CowStr<'de>>()? {
             if members.iter().any(|(k, _)| *k == key.0) {
                 return Err(de::Error::custom(format_args!("duplicate key `{}`", key.0)));

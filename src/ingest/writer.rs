@@ -148,7 +148,9 @@ impl Writer {
         let config = &self.shared.config;
         let n = u32::try_from(docs.len().min(config.max_queued_events)).unwrap_or(u32::MAX);
         let wait = Duration::from_millis(config.enqueue_timeout_ms);
-        let room = match tokio::time::timeout(wait, self.shared.room.clone().acquire_many_owned(n)).await {
+        let room = match tokio::time::timeout(wait, self.shared.room.clone().acquire_many_owned(n))
+            .await
+        {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(SubmitError::Closed),
             Err(_) => return Err(SubmitError::Busy),
@@ -211,7 +213,9 @@ async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
         });
     }
     // Every handle is gone: wait for the writes still in flight.
-    let _ = in_flight.acquire_many(config.concurrent_writes as u32).await;
+    let _ = in_flight
+        .acquire_many(config.concurrent_writes as u32)
+        .await;
 }
 
 async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
@@ -259,7 +263,9 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
                     )
                 })
                 .collect()),
-            _ => Err(SubmitError::Unavailable(shared.redactor.clean(&e.to_string()))),
+            _ => Err(SubmitError::Unavailable(
+                shared.redactor.clean(&e.to_string()),
+            )),
         },
     };
     shared.healthy.store(result.is_ok(), Ordering::Relaxed);
