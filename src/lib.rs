@@ -10,4 +10,5 @@
 pub mod daemon;
 pub mod ingest;
 pub mod plugin;
+pub mod rollup;
 pub mod store;

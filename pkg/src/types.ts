@@ -171,3 +171,9 @@ export function defaultVariableQuery(): Partial<MPQuery> {
 export function defaultAnnotationsQuery(): Partial<MPQuery> {
   return { mode: 'annotations', rule: '', states: ['firing', 'resolved'] };
 }
+
+/** A stored variable query (possibly from an older dashboard) in the current shape. */
+export function toVariableQuery(t: Partial<MPQuery> | string | undefined): MPQuery {
+  const q: Partial<MPQuery> = typeof t === 'object' && t !== null ? t : {};
+  return { ...defaultVariableQuery(), ...q, mode: 'variable', refId: q.refId || 'variable' };
+}

@@ -3,7 +3,7 @@ import { Observable } from 'rxjs';
 
 import { VariableQueryEditor } from './components/VariableQueryEditor';
 import type { DataSource } from './datasource';
-import { defaultVariableQuery, MPQuery } from './types';
+import { MPQuery, toVariableQuery } from './types';
 
 /**
  * Template variables (event types, dimensions, dimension values) run as
@@ -22,10 +22,4 @@ export class MongoPulseVariableSupport extends CustomVariableSupport<DataSource,
     const targets = request.targets.map((t) => toVariableQuery(t));
     return this.datasource.runVariableQuery({ ...request, targets });
   }
-}
-
-/** A stored variable query (possibly from an older dashboard) in the current shape. */
-export function toVariableQuery(t: Partial<MPQuery> | string | undefined): MPQuery {
-  const q: Partial<MPQuery> = typeof t === 'object' && t !== null ? t : {};
-  return { ...defaultVariableQuery(), ...q, mode: 'variable', refId: q.refId || 'variable' };
 }

@@ -14,6 +14,7 @@ use thiserror::Error;
 use crate::ingest::auth::AuthConfig;
 use crate::ingest::writer::WriterConfig;
 use crate::ingest::Limits;
+use crate::rollup::RollupConfig;
 use crate::store::{CollectionNames, Redactor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub retention: RetentionConfig,
     pub stats: StatsConfig,
+    pub rollups: RollupConfig,
     pub log: LogConfig,
 }
 
@@ -41,6 +43,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             retention: RetentionConfig::default(),
             stats: StatsConfig::default(),
+            rollups: RollupConfig::default(),
             log: LogConfig::default(),
         }
     }

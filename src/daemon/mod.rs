@@ -9,7 +9,7 @@ pub mod readiness;
 mod stats;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
@@ -23,6 +23,10 @@ use crate::ingest::http::{router, ApiState};
 use crate::ingest::metrics::IngestMetrics;
 use crate::ingest::writer::Writer;
 use crate::ingest::Validator;
+use crate::rollup::engine::RollupMetrics;
+use crate::rollup::recover::recover;
+use crate::rollup::store::ensure_rollup_indexes;
+use crate::rollup::{RollupConfig, Rollups};
 use crate::store::schema::{ensure_raw_storage, Retention};
 use crate::store::{build_client, ConnectError, Redactor};
 use config::RetentionConfig;
@@ -55,6 +59,7 @@ pub async fn run(
         .map_err(DaemonError::Config)?;
     let mut registry = Registry::with_prefix("mongopulse");
     let metrics = Arc::new(IngestMetrics::register(&mut registry));
+    let rollup_metrics = RollupMetrics::register(&mut registry);
     let (writer, writer_task) = Writer::start(
         db.collection(&names.events),
         config.ingest.writer.clone(),
@@ -69,13 +74,20 @@ pub async fn run(
         dead_letters: RetentionConfig::days(config.retention.dead_letters_days),
         pipeline_stats: RetentionConfig::days(config.retention.pipeline_stats_days),
     };
-    let schema_task = tokio::spawn(prepare_storage(
-        db.clone(),
-        names.clone(),
+    let rollups = Arc::new(OnceLock::new());
+    let (stop_rollups, rollups_stopped) = tokio::sync::watch::channel(false);
+    let prepare_task = tokio::spawn(prepare(Preparation {
+        db: db.clone(),
+        names: names.clone(),
         retention,
-        readiness.clone(),
-        redactor.clone(),
-    ));
+        rollup_config: config.rollups.clone(),
+        writer_id: config.writer_id.clone(),
+        readiness: readiness.clone(),
+        redactor: redactor.clone(),
+        rollups: rollups.clone(),
+        rollup_metrics,
+        stop: rollups_stopped,
+    }));
 
     let stats_task = (config.stats.interval_secs > 0.0).then(|| {
         tokio::spawn(
@@ -85,6 +97,7 @@ pub async fn run(
                 interval: Duration::from_secs_f64(config.stats.interval_secs),
                 metrics: metrics.clone(),
                 writer: writer.clone(),
+                rollups: rollups.clone(),
             }
             .run(),
         )
@@ -108,7 +121,7 @@ pub async fn run(
         registry: Arc::new(registry),
         readiness,
         retry_after_secs: config.ingest.retry_after_secs,
-        on_stored: None,
+        rollups: rollups.clone(),
     });
     drop(writer);
 
@@ -128,43 +141,99 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await;
     tracing::info!("stopped accepting requests; flushing accepted events");
-    schema_task.abort();
     if let Some(t) = stats_task {
         t.abort();
     }
     // The router and its state are gone, so the writer's last handle is
     // dropped: it flushes what it holds and ends.
     let _ = writer_task.await;
-    tracing::info!("all accepted events are stored; bye");
+    tracing::info!("all accepted events are stored; writing rollups");
+    let _ = stop_rollups.send(true);
+    if let Ok(Some(flusher)) = prepare_task.await {
+        let _ = flusher.await;
+    }
+    tracing::info!("bye");
     served.map_err(|e| DaemonError::Serve(e.to_string()))
 }
 
-/// Creates the collections, retrying until MongoDB answers; the API answers
-/// 503 until this is done.
-async fn prepare_storage(
+struct Preparation {
     db: mongodb::Database,
     names: crate::store::CollectionNames,
     retention: Retention,
+    rollup_config: RollupConfig,
+    writer_id: String,
     readiness: Arc<Readiness>,
     redactor: Redactor,
-) {
+    rollups: Arc<OnceLock<Arc<Rollups>>>,
+    rollup_metrics: RollupMetrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Creates the collections and rebuilds the rollup windows, retrying until
+/// MongoDB answers; the API answers 503 until this is done. Returns the
+/// rollup flusher's task, which ends after a last flush once `stop` is set.
+async fn prepare(p: Preparation) -> Option<tokio::task::JoinHandle<()>> {
     let mut backoff = Duration::from_millis(500);
-    loop {
-        match ensure_raw_storage(&db, &names, retention).await {
-            Ok(report) => {
-                for line in report {
-                    tracing::info!("{line}");
-                }
-                readiness.set_ready();
-                return;
+    let mut stop = p.stop.clone();
+    let recovered = loop {
+        if *stop.borrow() {
+            return None;
+        }
+        let attempt = async {
+            for line in ensure_raw_storage(&p.db, &p.names, p.retention)
+                .await
+                .map_err(|e| format!("cannot prepare collections: {e}"))?
+            {
+                tracing::info!("{line}");
             }
+            for line in ensure_rollup_indexes(&p.db, &p.names, &p.rollup_config.ttl)
+                .await
+                .map_err(|e| format!("cannot create rollup indexes: {e}"))?
+            {
+                tracing::info!("{line}");
+            }
+            let specs = p.rollup_config.validate()?;
+            p.readiness
+                .set_problem("rebuilding rollup windows from raw events".into());
+            recover(&p.db, &p.names, &p.rollup_config, specs, &p.writer_id).await
+        };
+        match attempt.await {
+            Ok(r) => break r,
             Err(e) => {
-                let why = redactor.clean(&format!("cannot prepare collections: {e}"));
+                let why = p.redactor.clean(&e);
                 tracing::warn!("{why}; retrying in {} ms", backoff.as_millis());
-                readiness.set_problem(why);
-                tokio::time::sleep(backoff).await;
+                p.readiness.set_problem(why);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return None,
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
+    };
+    if let Some(cp) = recovered.checkpoint {
+        tracing::info!(
+            replayed_events = recovered.replayed_events,
+            loaded_documents = recovered.loaded_documents,
+            "rollups recovered from the checkpoint at {}",
+            chrono::DateTime::from_timestamp_millis(cp.minutes_ms)
+                .map(|d| d.to_rfc3339())
+                .unwrap_or_default()
+        );
     }
+    let rollups = Arc::new(Rollups::new(
+        recovered.windows,
+        p.db.clone(),
+        p.names.clone(),
+        &p.writer_id,
+        p.rollup_metrics,
+    ));
+    let interval = Duration::from_millis(p.rollup_config.flush_interval_ms);
+    let mut stop_flushing = p.stop.clone();
+    let flusher = tokio::spawn(rollups.clone().run(interval, async move {
+        let _ = stop_flushing.wait_for(|stopped| *stopped).await;
+    }));
+    let _ = p.rollups.set(rollups);
+    p.readiness.set_ready();
+    Some(flusher)
 }

@@ -11,6 +11,7 @@ use mongodb::Collection;
 
 use crate::ingest::metrics::IngestMetrics;
 use crate::ingest::writer::Writer;
+use crate::rollup::Rollups;
 
 pub struct StatsReporter {
     pub collection: Collection<Document>,
@@ -18,6 +19,7 @@ pub struct StatsReporter {
     pub interval: Duration,
     pub metrics: Arc<IngestMetrics>,
     pub writer: Writer,
+    pub rollups: Arc<std::sync::OnceLock<Arc<Rollups>>>,
 }
 
 impl StatsReporter {
@@ -42,8 +44,15 @@ impl StatsReporter {
         let accepted = now.accepted.saturating_sub(before.accepted);
         let lag_n = now.lag_count.saturating_sub(before.lag_count);
         let lag_ms = now.lag_sum_ms.saturating_sub(before.lag_sum_ms);
+        let now_ms = Utc::now().timestamp_millis();
+        let materialization_lag = self
+            .rollups
+            .get()
+            .and_then(|r| r.materialization_lag_secs(now_ms))
+            .map(bson::Bson::Double)
+            .unwrap_or(bson::Bson::Null);
         doc! {
-            "timestamp": bson::DateTime::from_millis(Utc::now().timestamp_millis()),
+            "timestamp": bson::DateTime::from_millis(now_ms),
             "writerId": &self.writer_id,
             "component": "ingest",
             "intervalSeconds": secs,
@@ -54,6 +63,7 @@ impl StatsReporter {
             "queueDepth": self.writer.queued() as i64,
             "ingestionLagMsAvg": if lag_n > 0 { lag_ms as f64 / lag_n as f64 } else { 0.0 },
             "totalAccepted": now.accepted as i64,
+            "materializationLagSeconds": materialization_lag,
         }
     }
 }

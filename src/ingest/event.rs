@@ -302,6 +302,13 @@ impl Validator {
         for (key, _) in wire_metrics.iter() {
             check_key(key, limits)
                 .map_err(|r| reject(&format!("metrics.{key}"), "invalid_field", r))?;
+            if key == "count" {
+                return Err(reject(
+                    "metrics.count",
+                    "invalid_field",
+                    "the metric name 'count' is reserved (rollups store the number of events as metrics.count); rename the metric".into(),
+                ));
+            }
         }
         let metrics = Members(wire_metrics.0.into_iter().map(|(k, v)| (k, v.0)).collect());
 
@@ -513,6 +520,62 @@ impl Event<'_> {
         d
     }
 
+    /// Reads an event back from the `events` collection (the inverse of
+    /// [`Event::to_document`]), for recovery and backfill.
+    pub fn from_stored(d: &Document) -> Result<Event<'static>, String> {
+        let ms = d
+            .get_datetime("timestamp")
+            .map_err(|e| format!("timestamp: {e}"))?
+            .timestamp_millis();
+        let timestamp = Utc
+            .timestamp_millis_opt(ms)
+            .single()
+            .ok_or_else(|| format!("timestamp {ms} is out of range"))?;
+        let metadata = d
+            .get_document("metadata")
+            .map_err(|e| format!("metadata: {e}"))?;
+        let owned = |key: &str| {
+            metadata
+                .get_str(key)
+                .ok()
+                .map(|s| Cow::Owned(s.to_string()))
+        };
+        let members = |doc: Option<&Document>| -> Members<'static, Json<'static>> {
+            Members(
+                doc.map(|d| {
+                    d.iter()
+                        .map(|(k, v)| (Cow::Owned(k.clone()), Json::from_bson(v)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            )
+        };
+        let metrics = d
+            .get_document("metrics")
+            .ok()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| match v {
+                        Bson::Double(f) => Some((Cow::Owned(k.clone()), *f)),
+                        Bson::Int32(i) => Some((Cow::Owned(k.clone()), *i as f64)),
+                        Bson::Int64(i) => Some((Cow::Owned(k.clone()), *i as f64)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Event {
+            timestamp,
+            event_type: owned("eventType").ok_or("metadata.eventType is missing")?,
+            source: owned("source"),
+            version: owned("version"),
+            dimensions: members(metadata.get_document("dimensions").ok()),
+            metrics: Members(metrics),
+            attributes: members(d.get_document("attributes").ok()),
+            geo: d.get_document("geo").ok().map(|g| members(Some(g))),
+        })
+    }
+
     /// A dimension as a string, for grouping (numbers and booleans in their JSON form).
     pub fn dimension(&self, name: &str) -> Option<Cow<'_, str>> {
         self.dimensions.get(name).map(scalar_text)
@@ -600,6 +663,13 @@ mod tests {
                 .unwrap()
                 == &Bson::Null
         );
+    }
+
+    #[test]
+    fn stored_events_read_back_equal() {
+        let e = validator().event(0, SEED.as_bytes(), now()).unwrap();
+        let back = Event::from_stored(&e.to_document()).unwrap();
+        assert_eq!(back, e);
     }
 
     #[test]

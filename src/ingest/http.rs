@@ -4,7 +4,7 @@
 //! acknowledged. Statuses: 200 (all or some accepted; the rest listed), 422 (none
 //! valid), 400/413/415 (the body as a whole), 401, 429 and 503 (with `Retry-After`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -21,12 +21,10 @@ use super::auth::{Auth, Verdict};
 use super::dead_letters::DeadLetters;
 use super::decode::{self, BodyError, Format};
 use super::metrics::{IngestMetrics, StatusLabel};
-use super::writer::{SubmitError, Writer};
+use super::writer::Writer;
 use super::{parse_body, Event, Rejection, Validator};
 use crate::daemon::readiness::Readiness;
-
-/// Called with the events of each request once MongoDB stored them.
-pub type StoredHook = Arc<dyn Fn(&[Event<'_>]) + Send + Sync>;
+use crate::rollup::Rollups;
 
 pub struct ApiState {
     pub validator: Validator,
@@ -38,7 +36,9 @@ pub struct ApiState {
     pub readiness: Arc<Readiness>,
     /// Seconds a client is told to wait after a 503.
     pub retry_after_secs: u64,
-    pub on_stored: Option<StoredHook>,
+    /// Set once recovery has rebuilt the rollup windows; events are refused
+    /// (503) until then, so none is both replayed and recorded live.
+    pub rollups: Arc<OnceLock<Arc<Rollups>>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -178,16 +178,51 @@ async fn accept(state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
         }
     };
 
-    let (indexes, events): (Vec<usize>, Vec<Event>) = parsed.events.into_iter().unzip();
+    let Some(rollups) = state.rollups.get() else {
+        return retry_later(
+            state.retry_after_secs,
+            "not ready to store events: rebuilding rollup windows",
+        );
+    };
     let mut rejected = parsed.rejected;
+    // Events whose minute is already final would never be counted: refuse them
+    // before storing, so `events` and the rollups hold the same events.
+    let admissions = rollups.admit(
+        parsed
+            .events
+            .iter()
+            .map(|(_, e)| e.timestamp.timestamp_millis()),
+    );
+    let mut indexes = Vec::with_capacity(parsed.events.len());
+    let mut events: Vec<Event> = Vec::with_capacity(parsed.events.len());
+    for ((index, event), late) in parsed.events.into_iter().zip(admissions) {
+        match late {
+            None => {
+                indexes.push(index);
+                events.push(event);
+            }
+            Some(late) => rejected.push((
+                Rejection {
+                    index,
+                    path: "timestamp".into(),
+                    reason: format!(
+                        "too late: the minute starting {} is already final (watermark {}); events may arrive at most rollups.allowed_lateness_secs behind the newest",
+                        rfc3339(late.window_start_ms),
+                        rfc3339(late.watermark_ms)
+                    ),
+                    kind: "late",
+                },
+                &[][..],
+            )),
+        }
+    }
     let mut stored: Vec<Event> = Vec::with_capacity(events.len());
     if !events.is_empty() {
         let docs = events.iter().map(Event::to_document).collect();
         let refused = match state.writer.submit(docs).await {
             Ok(refused) => refused,
-            Err(e @ SubmitError::Busy)
-            | Err(e @ SubmitError::Unavailable(_))
-            | Err(e @ SubmitError::Closed) => {
+            Err(e) => {
+                rollups.not_stored(&events);
                 return retry_later(
                     state.retry_after_secs,
                     format!("{e}; nothing from this request was stored"),
@@ -195,20 +230,26 @@ async fn accept(state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
             }
         };
         let mut refused = refused.into_iter().peekable();
+        let mut not_stored = Vec::new();
         for (i, (index, event)) in indexes.into_iter().zip(events).enumerate() {
             match refused.next_if(|(r, _)| *r == i) {
-                Some((_, why)) => rejected.push((
-                    Rejection {
-                        index,
-                        path: String::new(),
-                        reason: why,
-                        kind: "refused_by_mongodb",
-                    },
-                    &[][..],
-                )),
+                Some((_, why)) => {
+                    rejected.push((
+                        Rejection {
+                            index,
+                            path: String::new(),
+                            reason: why,
+                            kind: "refused_by_mongodb",
+                        },
+                        &[][..],
+                    ));
+                    not_stored.push(event);
+                }
                 None => stored.push(event),
             }
         }
+        rollups.not_stored(&not_stored);
+        rollups.stored(&stored);
     }
 
     let accepted = stored.len();
@@ -217,9 +258,6 @@ async fn accept(state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
         state
             .metrics
             .observe_lag((now - e.timestamp).num_milliseconds() as f64 / 1000.0);
-    }
-    if let Some(hook) = &state.on_stored {
-        hook(&stored);
     }
     rejected.sort_by_key(|(r, _)| r.index);
     for (r, _) in &rejected {
@@ -291,6 +329,12 @@ async fn record_dead_letters(
             "could not store rejected events in dead_letters: {e}"
         );
     }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {

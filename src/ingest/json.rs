@@ -186,6 +186,26 @@ impl Json<'_> {
         }
     }
 
+    /// Reads a stored value back (recovery replays events from MongoDB).
+    pub fn from_bson(b: &bson::Bson) -> Json<'static> {
+        use bson::Bson;
+        match b {
+            Bson::Null | Bson::Undefined => Json::Null,
+            Bson::Boolean(v) => Json::Bool(*v),
+            Bson::Int32(i) => Json::Int(*i as i64),
+            Bson::Int64(i) => Json::Int(*i),
+            Bson::Double(f) => Json::Float(*f),
+            Bson::String(s) => Json::Str(Cow::Owned(s.clone())),
+            Bson::Array(items) => Json::Array(items.iter().map(Json::from_bson).collect()),
+            Bson::Document(d) => Json::Object(Members(
+                d.iter()
+                    .map(|(k, v)| (Cow::Owned(k.clone()), Json::from_bson(v)))
+                    .collect(),
+            )),
+            other => Json::Str(Cow::Owned(other.to_string())),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Json::Null => "null",

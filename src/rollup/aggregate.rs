@@ -1,0 +1,373 @@
+//! What one rollup bucket holds, how events update it, how buckets merge, and
+//! how it is stored.
+//!
+//! Stored shape (one document per spec, level, bucket, dimension tuple and writer):
+//! `{_id, spec, granularity, timestamp, writer, dimensions{…}, metrics{count,
+//! <m>{sum,min,max,count}}, sketches{distinct{<key>: bin}, quantiles{<m>: bin},
+//! topK{<attr>: bin}}, topK{<attr>: [{value,count}]}, topKTotal{<attr>: n},
+//! final, computedAt}`.
+
+use std::borrow::Cow;
+
+use bson::spec::BinarySubtype;
+use bson::{doc, Binary, Bson, Document};
+use sha2::{Digest, Sha256};
+
+use super::sketch::{Distinct, Quantiles, TopK};
+use super::spec::Spec;
+use super::Level;
+use crate::ingest::event::scalar_text;
+use crate::ingest::json::Json;
+use crate::ingest::Event;
+
+/// Sum, extremes and count of one metric.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stats {
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: u64,
+}
+
+impl Stats {
+    fn one(v: f64) -> Stats {
+        Stats {
+            sum: v,
+            min: v,
+            max: v,
+            count: 1,
+        }
+    }
+
+    fn add(&mut self, v: f64) {
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.count += 1;
+    }
+
+    fn merge(&mut self, o: &Stats) {
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.count += o.count;
+    }
+}
+
+/// The summary of one bucket for one dimension tuple.
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    pub count: u64,
+    /// By metric name, in the order first seen.
+    pub metrics: Vec<(Box<str>, Stats)>,
+    /// Aligned with `Spec::distinct`.
+    pub distinct: Vec<Distinct>,
+    /// Aligned with `Spec::quantiles`.
+    pub quantiles: Vec<Quantiles>,
+    /// Aligned with `Spec::top_k`.
+    pub top_k: Vec<TopK>,
+}
+
+/// The group-by values of an event, in spec order; `None` when absent.
+pub type DimValues<'a> = Vec<Option<Cow<'a, str>>>;
+
+/// An event's value for a spec dimension (`eventType` is the event type).
+pub fn dimension_values<'e>(spec: &Spec, event: &'e Event<'_>) -> DimValues<'e> {
+    spec.dimensions
+        .iter()
+        .map(|name| {
+            if name == "eventType" {
+                Some(Cow::Borrowed(event.event_type.as_ref()))
+            } else {
+                event.dimensions.get(name).map(scalar_text)
+            }
+        })
+        .collect()
+}
+
+impl Aggregate {
+    pub fn new(spec: &Spec) -> Aggregate {
+        Aggregate {
+            count: 0,
+            metrics: Vec::new(),
+            distinct: spec.distinct.iter().map(|_| Distinct::default()).collect(),
+            quantiles: spec
+                .quantiles
+                .iter()
+                .map(|_| Quantiles::new(spec.quantile_relative_error))
+                .collect(),
+            top_k: spec.top_k.iter().map(|t| TopK::new(t.k)).collect(),
+        }
+    }
+
+    /// Adds one event.
+    pub fn record(&mut self, spec: &Spec, event: &Event) {
+        self.count += 1;
+        for (name, value) in event.metrics.iter() {
+            if !spec.metrics.is_empty() && !spec.metrics.iter().any(|m| m == name) {
+                continue;
+            }
+            match self.metrics.iter_mut().find(|(n, _)| n.as_ref() == name) {
+                Some((_, s)) => s.add(*value),
+                None => self.metrics.push((name.into(), Stats::one(*value))),
+            }
+        }
+        for (key, sketch) in spec.distinct.iter().zip(&mut self.distinct) {
+            if let Some(v) = event.dimensions.get(key) {
+                sketch.insert(&scalar_text(v));
+            }
+        }
+        for (name, sketch) in spec.quantiles.iter().zip(&mut self.quantiles) {
+            if let Some(v) = event.metrics.get(name) {
+                sketch.insert(*v);
+            }
+        }
+        for (t, sketch) in spec.top_k.iter().zip(&mut self.top_k) {
+            match event.attributes.get(&t.attribute) {
+                Some(Json::Str(s)) => sketch.insert(s),
+                Some(v @ (Json::Int(_) | Json::Float(_) | Json::Bool(_))) => {
+                    sketch.insert(&scalar_text(v))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Folds `other` in: counts and sums add, extremes combine, sketches merge.
+    pub fn merge(&mut self, other: &Aggregate) {
+        self.count += other.count;
+        for (name, stats) in &other.metrics {
+            match self.metrics.iter_mut().find(|(n, _)| n == name) {
+                Some((_, s)) => s.merge(stats),
+                None => self.metrics.push((name.clone(), *stats)),
+            }
+        }
+        for (a, b) in self.distinct.iter_mut().zip(&other.distinct) {
+            a.merge(b);
+        }
+        for (a, b) in self.quantiles.iter_mut().zip(&other.quantiles) {
+            // Both come from the same spec, so their accuracy matches.
+            let _ = a.merge(b);
+        }
+        for (a, b) in self.top_k.iter_mut().zip(&other.top_k) {
+            a.merge(b);
+        }
+    }
+
+    /// Approximate heap bytes held (for the benchmark's memory figures).
+    pub fn heap_size(&self) -> usize {
+        std::mem::size_of::<Aggregate>()
+            + self
+                .metrics
+                .iter()
+                .map(|(n, _)| n.len() + 48)
+                .sum::<usize>()
+            + self.distinct.iter().map(Distinct::heap_size).sum::<usize>()
+            + self
+                .quantiles
+                .iter()
+                .map(Quantiles::heap_size)
+                .sum::<usize>()
+            + self.top_k.iter().map(TopK::heap_size).sum::<usize>()
+    }
+
+    /// The stored document.
+    #[allow(clippy::too_many_arguments)]
+    pub fn to_document(
+        &self,
+        spec: &Spec,
+        level: Level,
+        start_ms: i64,
+        dims: &[Option<Box<str>>],
+        writer: &str,
+        is_final: bool,
+        now_ms: i64,
+    ) -> Document {
+        let mut dimensions = Document::new();
+        for (name, value) in spec.dimensions.iter().zip(dims) {
+            dimensions.insert(
+                name.clone(),
+                value.as_deref().map(Bson::from).unwrap_or(Bson::Null),
+            );
+        }
+        let mut metrics = doc! { "count": self.count as i64 };
+        let mut sorted: Vec<&(Box<str>, Stats)> = self.metrics.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, s) in sorted {
+            metrics.insert(
+                name.to_string(),
+                doc! { "sum": s.sum, "min": s.min, "max": s.max, "count": s.count as i64 },
+            );
+        }
+        let binary = |bytes: Vec<u8>| {
+            Bson::Binary(Binary {
+                subtype: BinarySubtype::Generic,
+                bytes,
+            })
+        };
+        let distinct: Document = spec
+            .distinct
+            .iter()
+            .zip(&self.distinct)
+            .map(|(k, s)| (k.clone(), binary(s.to_bytes())))
+            .collect();
+        let quantiles: Document = spec
+            .quantiles
+            .iter()
+            .zip(&self.quantiles)
+            .map(|(k, s)| (k.clone(), binary(s.to_bytes())))
+            .collect();
+        let top_sketches: Document = spec
+            .top_k
+            .iter()
+            .zip(&self.top_k)
+            .map(|(t, s)| (t.attribute.clone(), binary(s.to_bytes())))
+            .collect();
+        let top_lists: Document = spec
+            .top_k
+            .iter()
+            .zip(&self.top_k)
+            .map(|(t, s)| {
+                let rows: Vec<Bson> = s
+                    .top()
+                    .into_iter()
+                    .map(|(value, count)| {
+                        Bson::Document(doc! { "value": value, "count": count as i64 })
+                    })
+                    .collect();
+                (t.attribute.clone(), Bson::Array(rows))
+            })
+            .collect();
+        let top_totals: Document = spec
+            .top_k
+            .iter()
+            .zip(&self.top_k)
+            .map(|(t, s)| (t.attribute.clone(), Bson::Int64(s.total() as i64)))
+            .collect();
+        doc! {
+            "_id": document_id(spec, level, start_ms, dims, writer),
+            "spec": &spec.name,
+            "granularity": level.name(),
+            "timestamp": bson::DateTime::from_millis(start_ms),
+            "writer": writer,
+            "dimensions": dimensions,
+            "metrics": metrics,
+            "sketches": { "distinct": distinct, "quantiles": quantiles, "topK": top_sketches },
+            "topK": top_lists,
+            "topKTotal": top_totals,
+            "final": is_final,
+            "computedAt": bson::DateTime::from_millis(now_ms),
+        }
+    }
+
+    /// Reads a stored document back (for recovery, backfill and queries).
+    pub fn from_document(spec: &Spec, d: &Document) -> Result<Aggregate, String> {
+        let mut agg = Aggregate::new(spec);
+        let metrics = d
+            .get_document("metrics")
+            .map_err(|e| format!("metrics: {e}"))?;
+        agg.count = int(metrics.get("count")).ok_or("metrics.count is missing")? as u64;
+        for (name, value) in metrics {
+            if name == "count" {
+                continue;
+            }
+            let Bson::Document(m) = value else { continue };
+            agg.metrics.push((
+                name.as_str().into(),
+                Stats {
+                    sum: float(m.get("sum")).unwrap_or(0.0),
+                    min: float(m.get("min")).unwrap_or(f64::INFINITY),
+                    max: float(m.get("max")).unwrap_or(f64::NEG_INFINITY),
+                    count: int(m.get("count")).unwrap_or(0) as u64,
+                },
+            ));
+        }
+        let sketches = d.get_document("sketches").ok();
+        let bytes = |group: &str, key: &str| -> Option<Vec<u8>> {
+            match sketches?.get_document(group).ok()?.get(key)? {
+                Bson::Binary(b) => Some(b.bytes.clone()),
+                _ => None,
+            }
+        };
+        for (i, key) in spec.distinct.iter().enumerate() {
+            if let Some(b) = bytes("distinct", key) {
+                agg.distinct[i] = Distinct::from_bytes(&b)
+                    .map_err(|e| format!("sketches.distinct.{key}: {e}"))?;
+            }
+        }
+        for (i, key) in spec.quantiles.iter().enumerate() {
+            if let Some(b) = bytes("quantiles", key) {
+                agg.quantiles[i] = Quantiles::from_bytes(&b)
+                    .map_err(|e| format!("sketches.quantiles.{key}: {e}"))?;
+            }
+        }
+        for (i, t) in spec.top_k.iter().enumerate() {
+            if let Some(b) = bytes("topK", &t.attribute) {
+                agg.top_k[i] = TopK::from_bytes(&b, t.k)
+                    .map_err(|e| format!("sketches.topK.{}: {e}", t.attribute))?;
+            }
+        }
+        Ok(agg)
+    }
+}
+
+/// Reads `dimensions` of a stored document in spec order.
+pub fn stored_dimensions(spec: &Spec, d: &Document) -> Vec<Option<Box<str>>> {
+    let dims = d.get_document("dimensions").ok();
+    spec.dimensions
+        .iter()
+        .map(|name| match dims.and_then(|x| x.get(name)) {
+            Some(Bson::String(s)) => Some(s.as_str().into()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn int(v: Option<&Bson>) -> Option<i64> {
+    match v? {
+        Bson::Int32(i) => Some(*i as i64),
+        Bson::Int64(i) => Some(*i),
+        Bson::Double(f) => Some(*f as i64),
+        _ => None,
+    }
+}
+
+fn float(v: Option<&Bson>) -> Option<f64> {
+    match v? {
+        Bson::Int32(i) => Some(*i as f64),
+        Bson::Int64(i) => Some(*i as f64),
+        Bson::Double(f) => Some(*f),
+        _ => None,
+    }
+}
+
+/// Deterministic `_id`: the same bucket of the same writer is always the same
+/// document, so every write is an idempotent replacement.
+pub fn document_id(
+    spec: &Spec,
+    level: Level,
+    start_ms: i64,
+    dims: &[Option<Box<str>>],
+    writer: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for d in dims {
+        match d {
+            Some(v) => {
+                h.update([1u8]);
+                h.update((v.len() as u32).to_le_bytes());
+                h.update(v.as_bytes());
+            }
+            None => h.update([0u8]),
+        }
+    }
+    let digest = h.finalize();
+    format!(
+        "{}:{}:{}:{}:{}",
+        spec.name,
+        level.name(),
+        start_ms,
+        writer,
+        hex::encode(&digest[..8])
+    )
+}

@@ -1,0 +1,266 @@
+//! The async driver around the pure [`Windows`]: owns the clock and the I/O.
+//!
+//! In: events admitted and stored by the ingest path, and a timer. Out: every
+//! `flush_interval` the changed windows written to the rollup collections and
+//! `sessions`, then the checkpoint. Recovery (`recover.rs`) builds the
+//! starting [`Windows`] from the checkpoint and the raw events.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bson::Document;
+use chrono::Utc;
+use mongodb::Database;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::level::Level;
+use super::store::{replace_all, save_checkpoint, Checkpoint};
+use super::windows::{FlushBatch, Late, Windows};
+use crate::ingest::Event;
+use crate::store::CollectionNames;
+
+pub struct RollupMetrics {
+    pub late_dropped: Counter,
+    pub finalized_minutes: Counter,
+    pub documents_written: Counter,
+    pub flush_failures: Counter,
+    pub flush_seconds: Histogram,
+    pub open_minute_windows: Gauge,
+    pub open_sessions: Gauge,
+    /// now − end of the newest final minute, in seconds.
+    pub materialization_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl RollupMetrics {
+    pub fn register(registry: &mut Registry) -> RollupMetrics {
+        let m = RollupMetrics {
+            late_dropped: Counter::default(),
+            finalized_minutes: Counter::default(),
+            documents_written: Counter::default(),
+            flush_failures: Counter::default(),
+            flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            open_minute_windows: Gauge::default(),
+            open_sessions: Gauge::default(),
+            materialization_lag: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("rollup");
+        r.register(
+            "late_dropped",
+            "Events refused because their minute was already final",
+            m.late_dropped.clone(),
+        );
+        r.register(
+            "finalized_minutes",
+            "Minute windows written final",
+            m.finalized_minutes.clone(),
+        );
+        r.register(
+            "documents_written",
+            "Rollup and session documents written",
+            m.documents_written.clone(),
+        );
+        r.register(
+            "flush_failures",
+            "Flushes that could not write to MongoDB (retried)",
+            m.flush_failures.clone(),
+        );
+        r.register(
+            "flush_duration_seconds",
+            "Time to write one flush",
+            m.flush_seconds.clone(),
+        );
+        r.register(
+            "open_minute_windows",
+            "Minute windows in memory",
+            m.open_minute_windows.clone(),
+        );
+        r.register(
+            "open_sessions",
+            "Sessions in progress",
+            m.open_sessions.clone(),
+        );
+        r.register(
+            "materialization_lag_seconds",
+            "Now minus the end of the newest final minute",
+            m.materialization_lag.clone(),
+        );
+        m
+    }
+}
+
+pub struct Rollups {
+    windows: Mutex<Windows>,
+    db: Database,
+    names: CollectionNames,
+    writer: String,
+    pub metrics: RollupMetrics,
+    last_finalized: AtomicI64,
+    /// Serialises flushes (the timer and the final flush at shutdown).
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl Rollups {
+    pub fn new(
+        windows: Windows,
+        db: Database,
+        names: CollectionNames,
+        writer: &str,
+        metrics: RollupMetrics,
+    ) -> Rollups {
+        Rollups {
+            windows: Mutex::new(windows),
+            db,
+            names,
+            writer: writer.to_string(),
+            metrics,
+            last_finalized: AtomicI64::new(0),
+            flushing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Windows> {
+        // A panic while holding the lock would be a bug in pure code; keep serving.
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits events about to be stored; `Some(late)` for those refused.
+    pub fn admit(&self, event_times_ms: impl Iterator<Item = i64>) -> Vec<Option<Late>> {
+        let mut w = self.lock();
+        let out: Vec<Option<Late>> = event_times_ms.map(|ms| w.admit(ms).err()).collect();
+        let late = out.iter().filter(|l| l.is_some()).count();
+        self.metrics.late_dropped.inc_by(late as u64);
+        out
+    }
+
+    /// Records admitted events MongoDB has stored.
+    pub fn stored<'a>(&self, events: impl IntoIterator<Item = &'a Event<'a>>) {
+        let mut w = self.lock();
+        for e in events {
+            w.record(e);
+        }
+    }
+
+    /// Gives back admissions of events that were not stored.
+    pub fn not_stored<'a>(&self, events: impl IntoIterator<Item = &'a Event<'a>>) {
+        let mut w = self.lock();
+        for e in events {
+            w.release(e.timestamp.timestamp_millis());
+        }
+    }
+
+    /// Flushes on a timer until `stop` resolves, then flushes once more.
+    pub async fn run(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if let Err(e) = self.flush_once(Utc::now().timestamp_millis()).await {
+                        tracing::warn!("rollup flush failed, will retry: {e}");
+                    }
+                }
+                _ = &mut stop => break,
+            }
+        }
+        if let Err(e) = self.flush_once(Utc::now().timestamp_millis()).await {
+            tracing::warn!("last rollup flush failed; recovery will rebuild from events: {e}");
+        }
+    }
+
+    /// Advances the watermark, writes what changed, then the checkpoint.
+    pub async fn flush_once(&self, now_ms: i64) -> Result<usize, String> {
+        let _one_at_a_time = self.flushing.lock().await;
+        let started = Instant::now();
+        let batch = {
+            let mut w = self.lock();
+            w.advance(now_ms);
+            w.flush(now_ms)
+        };
+        let written = batch.rollups.len() + batch.sessions.len();
+        match self.write(&batch).await {
+            Ok(()) => {
+                let (cp, finalized, newest, open, sessions) = {
+                    let mut w = self.lock();
+                    w.commit(&batch);
+                    let cp = Checkpoint {
+                        minutes_ms: w.checkpoint_ms(),
+                        sessions_ms: w.sessions_checkpoint_ms(),
+                        watermark_ms: w.watermark_ms(),
+                    };
+                    (
+                        cp,
+                        w.stats.finalized_minutes,
+                        w.newest_final_end_ms(),
+                        w.open_windows(Level::Minute),
+                        w.sessions.as_ref().map_or(0, |s| s.open_sessions()),
+                    )
+                };
+                let before = self
+                    .last_finalized
+                    .swap(finalized as i64, Ordering::Relaxed);
+                self.metrics
+                    .finalized_minutes
+                    .inc_by((finalized as i64 - before).max(0) as u64);
+                self.metrics.documents_written.inc_by(written as u64);
+                self.metrics.open_minute_windows.set(open as i64);
+                self.metrics.open_sessions.set(sessions as i64);
+                if let Some(end) = newest {
+                    self.metrics
+                        .materialization_lag
+                        .set((now_ms - end) as f64 / 1000.0);
+                }
+                if written > 0 && cp.watermark_ms > i64::MIN / 2 {
+                    save_checkpoint(&self.db, &self.names, &self.writer, cp, now_ms).await?;
+                }
+                self.metrics
+                    .flush_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(written)
+            }
+            Err(e) => {
+                self.lock().abandon(&batch);
+                self.metrics.flush_failures.inc();
+                Err(e)
+            }
+        }
+    }
+
+    async fn write(&self, batch: &FlushBatch) -> Result<(), String> {
+        let mut by_level: [Vec<Document>; 4] = Default::default();
+        for p in &batch.rollups {
+            by_level[p.level.index()].push(p.doc.clone());
+        }
+        for level in Level::ALL {
+            let docs = std::mem::take(&mut by_level[level.index()]);
+            if !docs.is_empty() {
+                replace_all(&self.db, level.collection(&self.names), docs).await?;
+            }
+        }
+        if !batch.sessions.is_empty() {
+            let docs = batch.sessions.iter().map(|p| p.doc.clone()).collect();
+            replace_all(&self.db, &self.names.sessions, docs).await?;
+        }
+        Ok(())
+    }
+
+    /// Seconds from the end of the newest final minute to `now`, if any.
+    pub fn materialization_lag_secs(&self, now_ms: i64) -> Option<f64> {
+        self.lock()
+            .newest_final_end_ms()
+            .map(|end| (now_ms - end) as f64 / 1000.0)
+    }
+
+    /// Runs `f` on the windows (tests and the benchmark).
+    pub fn with_windows<T>(&self, f: impl FnOnce(&mut Windows) -> T) -> T {
+        f(&mut self.lock())
+    }
+}

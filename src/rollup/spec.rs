@@ -1,0 +1,151 @@
+//! Rollup specs: what to group by and what to summarise. Read from the
+//! daemon's config (`[[rollups.specs]]`), checked once at start.
+
+use serde::{Deserialize, Serialize};
+
+/// One rollup spec as configured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpecConfig {
+    /// Stored in every rollup document (`spec`) and named by queries.
+    pub name: String,
+    /// Event types this spec covers; empty means all.
+    pub event_types: Vec<String>,
+    /// The dimension tuple to group by. `eventType` is `metadata.eventType`;
+    /// other names are keys of `metadata.dimensions`.
+    pub dimensions: Vec<String>,
+    /// Metrics summarised as sum/min/max/count; empty means every metric present.
+    pub metrics: Vec<String>,
+    /// Dimensions whose distinct values are counted (HyperLogLog).
+    pub distinct: Vec<String>,
+    /// Metrics with a quantile sketch (DDSketch).
+    pub quantiles: Vec<String>,
+    /// Relative error of quantiles, e.g. 0.01 for 1 %.
+    pub quantile_relative_error: f64,
+    /// Attributes whose most frequent values are kept.
+    pub top_k: Vec<TopKConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopKConfig {
+    pub attribute: String,
+    pub k: usize,
+}
+
+impl Default for SpecConfig {
+    fn default() -> Self {
+        SpecConfig {
+            name: "default".into(),
+            event_types: Vec::new(),
+            dimensions: vec![
+                "eventType".into(),
+                "country".into(),
+                "deviceType".into(),
+                "browser".into(),
+            ],
+            metrics: Vec::new(),
+            distinct: vec!["userId".into(), "sessionId".into()],
+            quantiles: vec!["pageLoadTime".into(), "timeOnPage".into()],
+            quantile_relative_error: 0.01,
+            top_k: vec![TopKConfig {
+                attribute: "landingPage".into(),
+                k: 10,
+            }],
+        }
+    }
+}
+
+/// A checked spec, ready for the hot path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub name: String,
+    pub event_types: Vec<String>,
+    pub dimensions: Vec<String>,
+    pub metrics: Vec<String>,
+    pub distinct: Vec<String>,
+    pub quantiles: Vec<String>,
+    pub quantile_relative_error: f64,
+    pub top_k: Vec<TopKConfig>,
+}
+
+impl Spec {
+    pub fn new(c: &SpecConfig) -> Result<Spec, String> {
+        let name = &c.name;
+        let field_ok =
+            |s: &str| !s.is_empty() && !s.starts_with('$') && !s.contains('.') && s.len() <= 64;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        {
+            return Err(format!(
+                "rollups.specs: name '{name}' must be letters, digits, '_' or '-'"
+            ));
+        }
+        for (list, what) in [
+            (&c.dimensions, "dimensions"),
+            (&c.metrics, "metrics"),
+            (&c.distinct, "distinct"),
+            (&c.quantiles, "quantiles"),
+        ] {
+            if let Some(bad) = list.iter().find(|s| !field_ok(s)) {
+                return Err(format!(
+                    "rollups.specs '{name}': {what} entry '{bad}' is not a usable field name"
+                ));
+            }
+            let mut sorted = list.clone();
+            sorted.sort();
+            sorted.dedup();
+            if sorted.len() != list.len() {
+                return Err(format!("rollups.specs '{name}': {what} lists a name twice"));
+            }
+        }
+        if c.dimensions.len() > 16 {
+            return Err(format!("rollups.specs '{name}': at most 16 dimensions"));
+        }
+        let e = c.quantile_relative_error;
+        if !(e.is_finite() && e > 0.0 && e < 0.5) {
+            return Err(format!("rollups.specs '{name}': quantile_relative_error must be between 0 and 0.5, got {e}"));
+        }
+        for t in &c.top_k {
+            if !field_ok(&t.attribute) || t.k == 0 || t.k > 100 {
+                return Err(format!(
+                    "rollups.specs '{name}': top_k needs an attribute name and 1 ≤ k ≤ 100 (got '{}', {})",
+                    t.attribute, t.k
+                ));
+            }
+        }
+        Ok(Spec {
+            name: c.name.clone(),
+            event_types: c.event_types.clone(),
+            dimensions: c.dimensions.clone(),
+            metrics: c.metrics.clone(),
+            distinct: c.distinct.clone(),
+            quantiles: c.quantiles.clone(),
+            quantile_relative_error: e,
+            top_k: c.top_k.clone(),
+        })
+    }
+
+    pub fn covers(&self, event_type: &str) -> bool {
+        self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type)
+    }
+}
+
+/// Checks a list of specs: each valid, names unique, at least one.
+pub fn check_specs(configs: &[SpecConfig]) -> Result<Vec<Spec>, String> {
+    if configs.is_empty() {
+        return Err("rollups.specs is empty: configure at least one spec (or remove the key to use the default)".into());
+    }
+    let specs = configs
+        .iter()
+        .map(Spec::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, s) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|o| o.name == s.name) {
+            return Err(format!("rollups.specs: two specs are named '{}'", s.name));
+        }
+    }
+    Ok(specs)
+}

@@ -1,0 +1,218 @@
+//! Rollup I/O: idempotent replacement of rollup documents, indexes and TTLs,
+//! and the daemon's checkpoint.
+
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use mongodb::options::IndexOptions;
+use mongodb::{Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use super::level::Level;
+use crate::store::CollectionNames;
+
+/// Days each rollup level is kept; 0 keeps it forever.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LevelTtl {
+    pub minute_days: f64,
+    pub hour_days: f64,
+    pub day_days: f64,
+    pub month_days: f64,
+}
+
+impl Default for LevelTtl {
+    fn default() -> Self {
+        LevelTtl {
+            minute_days: 30.0,
+            hour_days: 365.0,
+            day_days: 1825.0,
+            month_days: 0.0,
+        }
+    }
+}
+
+impl LevelTtl {
+    pub fn days(&self, level: Level) -> f64 {
+        match level {
+            Level::Minute => self.minute_days,
+            Level::Hour => self.hour_days,
+            Level::Day => self.day_days,
+            Level::Month => self.month_days,
+        }
+    }
+}
+
+/// Replaces (or inserts) documents by `_id` in one round trip per 500.
+pub async fn replace_all(
+    db: &Database,
+    collection: &str,
+    docs: Vec<Document>,
+) -> Result<(), String> {
+    for chunk in docs.chunks(500) {
+        let updates: Vec<Bson> = chunk
+            .iter()
+            .map(|d| {
+                Bson::Document(doc! {
+                    "q": { "_id": d.get("_id").cloned().unwrap_or(Bson::Null) },
+                    "u": d.clone(),
+                    "upsert": true,
+                })
+            })
+            .collect();
+        let reply = db
+            .run_command(doc! { "update": collection, "updates": updates, "ordered": false })
+            .await
+            .map_err(|e| format!("writing {collection}: {e}"))?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            if let Some(Bson::Document(first)) = errors.first() {
+                return Err(format!(
+                    "writing {collection}: {} of {} documents refused, e.g. {}",
+                    errors.len(),
+                    chunk.len(),
+                    first.get_str("errmsg").unwrap_or("no message")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Indexes the query engine relies on, and one TTL index per level.
+pub async fn ensure_rollup_indexes(
+    db: &Database,
+    names: &CollectionNames,
+    ttl: &LevelTtl,
+) -> mongodb::error::Result<Vec<String>> {
+    let mut report = Vec::new();
+    for level in Level::ALL {
+        let name = level.collection(names);
+        let coll = db.collection::<Document>(name);
+        let have = coll.list_index_names().await.unwrap_or_default();
+        let mut wanted = vec![
+            IndexModel::builder()
+                .keys(doc! { "spec": 1, "dimensions.eventType": 1, "timestamp": 1 })
+                .options(
+                    IndexOptions::builder()
+                        .name("spec_type_time".to_string())
+                        .build(),
+                )
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "spec": 1, "writer": 1, "timestamp": 1 })
+                .options(
+                    IndexOptions::builder()
+                        .name("spec_writer_time".to_string())
+                        .build(),
+                )
+                .build(),
+        ];
+        let days = ttl.days(level);
+        if days > 0.0 {
+            wanted.push(
+                IndexModel::builder()
+                    .keys(doc! { "timestamp": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name("timestamp_ttl".to_string())
+                            .expire_after(Duration::from_secs_f64(days * 86_400.0))
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        let missing: Vec<IndexModel> = wanted
+            .into_iter()
+            .filter(|m| {
+                m.options
+                    .as_ref()
+                    .and_then(|o| o.name.as_ref())
+                    .is_some_and(|n| !have.contains(n))
+            })
+            .collect();
+        if !missing.is_empty() {
+            let n = missing.len();
+            coll.create_indexes(missing).await?;
+            report.push(format!("created {n} index(es) on {name}"));
+        }
+    }
+    let sessions = db.collection::<Document>(&names.sessions);
+    if !sessions
+        .list_index_names()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n == "spec_time")
+    {
+        sessions
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "spec": 1, "timestamp": 1 })
+                    .options(
+                        IndexOptions::builder()
+                            .name("spec_time".to_string())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await?;
+        report.push(format!("created index on {}", names.sessions));
+    }
+    Ok(report)
+}
+
+/// Where a writer's rollups stand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Every minute before this is final and written.
+    pub minutes_ms: i64,
+    /// Every session bucket before this is final and written.
+    pub sessions_ms: Option<i64>,
+    pub watermark_ms: i64,
+}
+
+fn checkpoint_id(writer: &str) -> String {
+    format!("rollups:{writer}")
+}
+
+pub async fn load_checkpoint(
+    db: &Database,
+    names: &CollectionNames,
+    writer: &str,
+) -> mongodb::error::Result<Option<Checkpoint>> {
+    let found = db
+        .collection::<Document>(&names.checkpoints)
+        .find_one(doc! { "_id": checkpoint_id(writer) })
+        .await?;
+    Ok(found.and_then(|d| {
+        Some(Checkpoint {
+            minutes_ms: d.get_datetime("minutes").ok()?.timestamp_millis(),
+            sessions_ms: d
+                .get_datetime("sessions")
+                .ok()
+                .map(|s| s.timestamp_millis()),
+            watermark_ms: d.get_datetime("watermark").ok()?.timestamp_millis(),
+        })
+    }))
+}
+
+pub async fn save_checkpoint(
+    db: &Database,
+    names: &CollectionNames,
+    writer: &str,
+    cp: Checkpoint,
+    now_ms: i64,
+) -> Result<(), String> {
+    let date = |ms: i64| bson::DateTime::from_millis(ms);
+    let mut d = doc! {
+        "_id": checkpoint_id(writer),
+        "writer": writer,
+        "minutes": date(cp.minutes_ms),
+        "watermark": date(cp.watermark_ms),
+        "updatedAt": date(now_ms),
+    };
+    if let Some(s) = cp.sessions_ms {
+        d.insert("sessions", date(s));
+    }
+    replace_all(db, &names.checkpoints, vec![d]).await
+}
