@@ -5,6 +5,7 @@
  * (docs/query-model.md). browser/screenshots.mjs drives it in headless
  * Chromium. `?view=query|pipeline|variable|annotations|config`.
  */
+/// <reference types="vite/client" />
 import React, { useMemo, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { css } from '@emotion/css';
@@ -18,6 +19,14 @@ import { QueryEditor } from '../src/components/QueryEditor';
 import { VariableQueryEditor } from '../src/components/VariableQueryEditor';
 import { DataSource } from '../src/datasource';
 import { MPOptions, MPQuery, MPSecureJsonData, Schema } from '../src/types';
+
+// Grafana gives Monaco its web workers; so does the harness (JSON language service included).
+import EditorWorker from 'monaco-editor/esm/vs/editor/editor.worker?worker';
+import JsonWorker from 'monaco-editor/esm/vs/language/json/json.worker?worker';
+
+(self as any).MonacoEnvironment = {
+  getWorker: (_id: string, label: string) => (label === 'json' ? new JsonWorker() : new EditorWorker()),
+};
 
 const SCHEMA: Schema = {
   eventTypes: ['add_to_cart', 'click', 'page_view', 'purchase', 'search', 'signup'],

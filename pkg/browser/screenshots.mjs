@@ -31,14 +31,32 @@ await build({
   base: './',
   logLevel: 'warn',
   oxc: { jsx: { runtime: 'classic' } },
+  resolve: {
+    // @grafana/ui's ESM build default-imports these CommonJS files; with Node's
+    // rules for .mjs (which Rolldown follows) that yields module.exports, not
+    // its `default`. Their ES module builds have the same content.
+    alias: [
+      { find: /^react-use\/lib\/(.*)$/, replacement: 'react-use/esm/$1' },
+      { find: /^rc-picker\/lib\/(.*)$/, replacement: 'rc-picker/es/$1' },
+    ],
+  },
   build: { outDir, emptyOutDir: true, chunkSizeWarningLimit: 20000, reportCompressedSize: false, minify: false },
 });
 
 // ---- 2. serve it -----------------------------------------------------------
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.ttf': 'font/ttf', '.woff2': 'font/woff2' };
+// What Grafana serves under public/: @grafana/ui's icons, and the Inter and Roboto Mono fonts.
+const modules = join(pkg, 'node_modules');
+const PUBLIC = [
+  [/^\/public\/img\/icons\/(.+)$/, (m) => join(modules, '@grafana/ui/dist/public/img/icons', m[1])],
+  [/^\/public\/fonts\/inter\/Inter-Regular\.woff2$/, () => join(modules, '@fontsource/inter/files/inter-latin-400-normal.woff2')],
+  [/^\/public\/fonts\/inter\/Inter-Medium\.woff2$/, () => join(modules, '@fontsource/inter/files/inter-latin-500-normal.woff2')],
+  [/^\/public\/fonts\/roboto\/.+\.woff2$/, () => join(modules, '@fontsource/roboto-mono/files/roboto-mono-latin-400-normal.woff2')],
+];
 const server = createServer(async (req, res) => {
-  const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
-  const file = join(outDir, path === '/' ? 'index.html' : path);
+  const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
+  const mapped = PUBLIC.map(([re, to]) => [path.match(re), to]).find(([m]) => m);
+  const file = path.includes('..') ? '' : mapped ? mapped[1](mapped[0]) : join(outDir, path === '/' ? 'index.html' : path);
   try {
     const body = await readFile(file);
     res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
@@ -46,8 +64,10 @@ const server = createServer(async (req, res) => {
   } catch {
     res.writeHead(404);
     res.end();
+    notFound.push(path);
   }
 });
+const notFound = [];
 await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
 const base = `http://127.0.0.1:${server.address().port}/`;
 
@@ -73,6 +93,7 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-sync',
   ],
 });
+context.setDefaultTimeout(20000);
 mkdirSync(imgDir, { recursive: true });
 
 let passed = 0;
@@ -89,8 +110,8 @@ async function openView(view) {
   const errors = [];
   page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
   page.on('console', (m) => {
-    // Monaco falls back to the main thread without web workers: expected here.
-    if (m.type() === 'error' && !/worker|Could not create web worker/i.test(m.text())) {
+    // Missing files are reported by the server (see `notFound`).
+    if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) {
       errors.push(`console error: ${m.text()}`);
     }
   });
@@ -214,6 +235,11 @@ try {
     expectEqual(saved.jsonData.tlsCAFile, '/etc/ssl/mongodb/ca.pem', 'jsonData.tlsCAFile');
     await page.getByTestId('frame').screenshot({ path: join(imgDir, 'config-editor.png') });
     expectNoErrors(errors);
+  });
+  await check('every file the page asked for was served (icons, fonts, workers)', async () => {
+    if (notFound.length) {
+      throw new Error(`not found: ${[...new Set(notFound)].join(', ')}`);
+    }
   });
 } finally {
   await context.close();

@@ -34,6 +34,21 @@ enum Command {
     Run,
     /// Print the effective configuration (password masked) and exit.
     PrintConfig,
+    /// Recompute rollups of a time range from the raw events (safe to re-run).
+    Backfill {
+        /// Start of the range: RFC 3339 (2024-12-09T14:00:00Z) or epoch ms.
+        #[arg(long)]
+        from: String,
+        /// End of the range (exclusive), same forms.
+        #[arg(long)]
+        to: String,
+        /// Only this rollup spec (default: all).
+        #[arg(long)]
+        spec: Option<String>,
+        /// Allow a range the running daemon has not finalised yet (stop it first).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,11 +66,19 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
+        Command::Backfill {
+            from,
+            to,
+            spec,
+            force,
+        } => {
+            init_logging(&config);
+            block_on(daemon::backfill(config, &from, &to, spec.as_deref(), force))
+        }
     }
 }
 
-fn run(config: Config) -> ExitCode {
-    init_logging(&config);
+fn block_on(work: impl std::future::Future<Output = Result<(), daemon::DaemonError>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -63,7 +86,7 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run(config, shutdown_signal())) {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -71,6 +94,11 @@ fn run(config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_logging(&config);
+    block_on(daemon::run(config, shutdown_signal()))
 }
 
 fn init_logging(config: &Config) {

@@ -42,6 +42,8 @@ pub enum DaemonError {
     Config(String),
     #[error("the HTTP server failed: {0}")]
     Serve(String),
+    #[error("backfill failed: {0}")]
+    Backfill(String),
 }
 
 /// Runs the daemon until `shutdown` completes, then flushes and returns.
@@ -154,6 +156,72 @@ pub async fn run(
     }
     tracing::info!("bye");
     served.map_err(|e| DaemonError::Serve(e.to_string()))
+}
+
+/// `mongopulsed backfill`: recomputes rollups of [from, to) from raw events.
+pub async fn backfill(
+    config: Config,
+    from: &str,
+    to: &str,
+    spec: Option<&str>,
+    force: bool,
+) -> Result<(), DaemonError> {
+    use crate::rollup::backfill::{backfill, BackfillRequest};
+    let from_ms = parse_time(from).map_err(|e| DaemonError::Config(format!("--from: {e}")))?;
+    let to_ms = parse_time(to).map_err(|e| DaemonError::Config(format!("--to: {e}")))?;
+    let mut specs = config.rollups.validate().map_err(DaemonError::Config)?;
+    if let Some(name) = spec {
+        specs.retain(|s| s.name == name);
+        if specs.is_empty() {
+            return Err(DaemonError::Config(format!(
+                "--spec '{name}' names no configured rollup spec"
+            )));
+        }
+    }
+    let timeout = Duration::from_secs_f64(config.mongodb.connect_timeout_secs);
+    let client = build_client(&config.mongodb.uri, "mongopulsed-backfill", timeout).await?;
+    let redactor = Redactor::for_uri(&config.mongodb.uri);
+    let db = client.database(&config.mongodb.database);
+    let names = &config.mongodb.collections;
+    ensure_rollup_indexes(&db, names, &config.rollups.ttl)
+        .await
+        .map_err(|e| crate::store::classify_error(&e, &redactor))?;
+    let lateness_ms = (config.rollups.allowed_lateness_secs * 1000.0) as i64;
+    let report = backfill(
+        &db,
+        names,
+        BackfillRequest {
+            from_ms,
+            to_ms,
+            specs,
+            writer: config.writer_id.clone(),
+            final_before_ms: chrono::Utc::now().timestamp_millis() - lateness_ms,
+            force,
+        },
+    )
+    .await
+    .map_err(|e| DaemonError::Backfill(redactor.clean(&e)))?;
+    tracing::info!(
+        events = report.events,
+        minute_documents = report.minute_documents,
+        upper_documents = report.upper_documents,
+        "backfill done"
+    );
+    Ok(())
+}
+
+/// RFC 3339 or epoch milliseconds.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.trim().parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| {
+            format!(
+                "'{text}' is neither RFC 3339 (2024-12-09T14:00:00Z) nor epoch milliseconds: {e}"
+            )
+        })
 }
 
 struct Preparation {

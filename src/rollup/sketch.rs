@@ -249,6 +249,50 @@ mod tests {
         assert_eq!(a.count(), 2000);
     }
 
+    /// Deterministic log-normal values (xorshift + Box–Muller), no RNG crate needed.
+    fn log_normal(n: usize, mu: f64, sigma: f64) -> Vec<f64> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        (0..n)
+            .map(|_| {
+                let z =
+                    (-2.0 * uniform().ln()).sqrt() * (2.0 * std::f64::consts::PI * uniform()).cos();
+                (mu + sigma * z).exp()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quantiles_of_100k_log_normal_values_within_stated_error() {
+        let values = log_normal(100_000, 7.0, 0.8); // page loads around 1.1 s, long tail
+                                                    // Sketched in 60 per-minute pieces, stored, read back and merged, as an hour is.
+        let mut hour = Quantiles::new(0.01);
+        for chunk in values.chunks(values.len() / 60 + 1) {
+            let mut minute = Quantiles::new(0.01);
+            chunk.iter().for_each(|v| minute.insert(*v));
+            hour.merge(&Quantiles::from_bytes(&minute.to_bytes()).unwrap())
+                .unwrap();
+        }
+        let mut sorted = values.clone();
+        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        for q in [0.5, 0.95, 0.99] {
+            // DDSketch's rank convention: the value at rank ⌊q·(n−1)⌋.
+            let exact = sorted[(q * (sorted.len() - 1) as f64).floor() as usize];
+            let estimate = hour.quantile(q).unwrap();
+            let err = (estimate - exact).abs() / exact;
+            assert!(
+                err <= 0.01 + 1e-9,
+                "p{}: exact {exact}, estimate {estimate}, error {err}",
+                q * 100.0
+            );
+        }
+    }
+
     #[test]
     fn topk_orders_and_merges() {
         let mut a = TopK::new(2);
