@@ -47,6 +47,8 @@ await build({
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.ttf': 'font/ttf', '.woff2': 'font/woff2' };
 // What Grafana serves under public/: @grafana/ui's icons, and the Inter and Roboto Mono fonts.
 const modules = join(pkg, 'node_modules');
+// Grafana's own spinner icon is not in the npm package: a stand-in arc.
+const SPINNER = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path d="M12 2a10 10 0 1 0 10 10h-2a8 8 0 1 1-8-8z"/></svg>';
 const PUBLIC = [
   [/^\/public\/img\/icons\/(.+)$/, (m) => join(modules, '@grafana/ui/dist/public/img/icons', m[1])],
   [/^\/public\/fonts\/inter\/Inter-Regular\.woff2$/, () => join(modules, '@fontsource/inter/files/inter-latin-400-normal.woff2')],
@@ -55,6 +57,11 @@ const PUBLIC = [
 ];
 const server = createServer(async (req, res) => {
   const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
+  if (path === '/public/img/icons/unicons/spinner.svg') {
+    res.writeHead(200, { 'content-type': 'image/svg+xml' });
+    res.end(SPINNER);
+    return;
+  }
   const mapped = PUBLIC.map(([re, to]) => [path.match(re), to]).find(([m]) => m);
   const file = path.includes('..') ? '' : mapped ? mapped[1](mapped[0]) : join(outDir, path === '/' ? 'index.html' : path);
   try {
@@ -173,7 +180,8 @@ try {
       throw new Error('validation messages still shown for a complete query');
     }
     // Add the comparison and top N for a richer picture, then close the menus.
-    await page.getByLabel('Top N', { exact: true }).click();
+    // InlineSwitch hides its checkbox under a label: click it as a user does (on the label).
+    await page.getByLabel('Top N', { exact: true }).click({ force: true });
     await page.getByLabel('Top N limit').fill('5');
     await choose(page, 'Compare', '1 day before');
     await page.mouse.click(1120, 10);

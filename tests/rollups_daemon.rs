@@ -1,0 +1,318 @@
+//! The rollup pipeline end to end, black-box: the real daemon, HTTP, and the
+//! MongoDB stand-in (or MONGODB_URI). A `kill -9` in the middle of the stream
+//! must neither lose nor double-count an event; backfill recomputes the same.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document};
+use chrono::Utc;
+use futures_util::TryStreamExt;
+use serde_json::Value;
+use support::daemon::{seed_event, Daemon, API_KEY};
+use support::mongo::TestMongo;
+
+type Key = (i64, String, String, String, String);
+
+const ENV: [(&str, &str); 4] = [
+    ("MONGOPULSE__ROLLUPS__ALLOWED_LATENESS_SECS", "30"),
+    ("MONGOPULSE__ROLLUPS__IDLE_FINALIZE_SECS", "0"),
+    ("MONGOPULSE__ROLLUPS__FLUSH_INTERVAL_MS", "200"),
+    ("MONGOPULSE__INGEST__WRITER__MAX_BATCH_DELAY_MS", "10"),
+];
+
+async fn all(mongo: &TestMongo, coll: &str, filter: Document) -> Vec<Document> {
+    mongo
+        .db()
+        .collection::<Document>(coll)
+        .find(filter)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// Exact counts per (minute, eventType, country, deviceType, browser), straight from `events`.
+async fn recount(mongo: &TestMongo) -> BTreeMap<Key, i64> {
+    let mut out = BTreeMap::new();
+    for e in all(mongo, "events", doc! {}).await {
+        let ms = e.get_datetime("timestamp").unwrap().timestamp_millis();
+        let meta = e.get_document("metadata").unwrap();
+        let dims = meta.get_document("dimensions").unwrap();
+        let s = |k: &str| dims.get_str(k).unwrap_or("").to_string();
+        *out.entry((
+            ms - ms.rem_euclid(60_000),
+            meta.get_str("eventType").unwrap().to_string(),
+            s("country"),
+            s("deviceType"),
+            s("browser"),
+        ))
+        .or_insert(0) += 1;
+    }
+    out
+}
+
+/// Counts per the same key, from the minute rollups (all writers summed).
+async fn rollup_counts(mongo: &TestMongo, coll: &str) -> BTreeMap<Key, i64> {
+    let mut out = BTreeMap::new();
+    for d in all(mongo, coll, doc! {}).await {
+        let ms = d.get_datetime("timestamp").unwrap().timestamp_millis();
+        let dims = d.get_document("dimensions").unwrap();
+        let s = |k: &str| dims.get_str(k).unwrap_or("").to_string();
+        let n = d.get_document("metrics").unwrap().get_i64("count").unwrap();
+        *out.entry((
+            ms,
+            s("eventType"),
+            s("country"),
+            s("deviceType"),
+            s("browser"),
+        ))
+        .or_insert(0) += n;
+    }
+    out
+}
+
+/// Posts batches of recent events for `duration`; returns how many were acknowledged.
+async fn post_for(daemon: &Daemon, first_seq: usize, duration: Duration) -> usize {
+    let started = Instant::now();
+    let mut seq = first_seq;
+    let mut acknowledged = 0;
+    while started.elapsed() < duration {
+        let now = Utc::now();
+        let batch: Vec<Value> = (0..25)
+            .map(|i| {
+                seed_event(
+                    seq + i,
+                    now - chrono::Duration::milliseconds(((seq + i) * 7919 % 20_000) as i64),
+                )
+            })
+            .collect();
+        seq += 25;
+        let r = daemon
+            .http
+            .post(daemon.url("/v1/events"))
+            .bearer_auth(API_KEY)
+            .json(&batch)
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => {
+                let body: Value = r.json().await.unwrap();
+                acknowledged += body["accepted"].as_u64().unwrap() as usize;
+            }
+            _ => break,
+        }
+    }
+    acknowledged
+}
+
+async fn wait_until_rollups_match(mongo: &TestMongo) -> BTreeMap<Key, i64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let exact = recount(mongo).await;
+        let rolled = rollup_counts(mongo, "metrics_minutely").await;
+        if exact == rolled || Instant::now() > deadline {
+            assert_eq!(
+                rolled, exact,
+                "minute rollups differ from an exact recount of events"
+            );
+            return exact;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_9_mid_stream_then_restart_counts_every_event_once() {
+    let mongo = TestMongo::start().await;
+    let daemon = Daemon::start(&mongo, &ENV).await;
+    let first = post_for(&daemon, 0, Duration::from_secs(3)).await;
+    assert!(first > 0);
+    // Crash while a sender is still posting.
+    let sender = {
+        let http = daemon.http.clone();
+        let url = daemon.url("/v1/events");
+        tokio::spawn(async move {
+            for k in 0..200usize {
+                let now = Utc::now();
+                let batch: Vec<Value> = (0..25)
+                    .map(|i| seed_event(1_000_000 + k * 25 + i, now))
+                    .collect();
+                if http
+                    .post(&url)
+                    .bearer_auth(API_KEY)
+                    .json(&batch)
+                    .send()
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.signal("KILL");
+    let _ = sender.await;
+    drop(daemon);
+
+    let daemon = Daemon::start(&mongo, &ENV).await;
+    assert!(
+        daemon
+            .stderr()
+            .contains("rollups recovered from the checkpoint"),
+        "{}",
+        daemon.stderr()
+    );
+    let second = post_for(&daemon, 2_000_000, Duration::from_secs(3)).await;
+    assert!(second > 0);
+    let exact = wait_until_rollups_match(&mongo).await;
+    let total: i64 = exact.values().sum();
+    assert!(
+        total as usize >= first + second,
+        "{total} stored, {} acknowledged",
+        first + second
+    );
+
+    let metrics = daemon
+        .http
+        .get(daemon.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mongopulse_rollup_documents_written_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mongopulse_rollup_materialization_lag_seconds"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn late_events_are_refused_counted_and_dead_lettered() {
+    let mongo = TestMongo::start().await;
+    let daemon = Daemon::start(&mongo, &ENV).await;
+    let now = Utc::now();
+    let fresh: Vec<Value> = (0..5).map(|i| seed_event(i, now)).collect();
+    let (status, _) = daemon.post_json(&Value::Array(fresh)).await;
+    assert_eq!(status, 200);
+    // Two minutes behind the newest event: past the 30 s lateness.
+    let (status, body) = daemon
+        .post_json(&Value::Array(vec![
+            seed_event(99, now - chrono::Duration::seconds(150)),
+            seed_event(100, now),
+        ]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["rejected"][0]["index"], 0);
+    assert!(
+        body["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("too late"),
+        "{body}"
+    );
+    let letters = all(&mongo, "dead_letters", doc! { "kind": "late" }).await;
+    assert_eq!(letters.len(), 1);
+    let metrics = daemon
+        .http
+        .get(daemon.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mongopulse_rollup_late_dropped_total 1"),
+        "{metrics}"
+    );
+    wait_until_rollups_match(&mongo).await;
+}
+
+#[tokio::test]
+async fn backfill_recomputes_the_same_rollups_and_is_safe_to_rerun() {
+    let mongo = TestMongo::start().await;
+    let mut daemon = Daemon::start(&mongo, &ENV).await;
+    post_for(&daemon, 0, Duration::from_secs(2)).await;
+    let exact = wait_until_rollups_match(&mongo).await;
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+
+    // Lose the rollups, then recompute them from the raw events, twice.
+    for level in [
+        "metrics_minutely",
+        "metrics_hourly",
+        "metrics_daily",
+        "metrics_monthly",
+    ] {
+        mongo
+            .db()
+            .collection::<Document>(level)
+            .delete_many(doc! {})
+            .await
+            .unwrap();
+    }
+    let from = exact.keys().next().unwrap().0;
+    let to = exact.keys().last().unwrap().0 + 60_000;
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+            .args([
+                "backfill",
+                "--from",
+                &from.to_string(),
+                "--to",
+                &to.to_string(),
+                "--force",
+            ])
+            .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
+            .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name)
+            .env("MONGOPULSE_API_KEYS", "x:y")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("backfill done"), "{log}");
+        assert!(log.contains("events"), "progress is reported: {log}");
+        assert_eq!(rollup_counts(&mongo, "metrics_minutely").await, exact);
+        // Each hour holds the sum of its minutes.
+        let mut by_hour: BTreeMap<Key, i64> = BTreeMap::new();
+        for ((ms, a, b, c, d), n) in &exact {
+            *by_hour
+                .entry((
+                    ms - ms.rem_euclid(3_600_000),
+                    a.clone(),
+                    b.clone(),
+                    c.clone(),
+                    d.clone(),
+                ))
+                .or_insert(0) += n;
+        }
+        assert_eq!(rollup_counts(&mongo, "metrics_hourly").await, by_hour);
+    }
+
+    // Without --force, a range the daemon has not finalised is refused with advice.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+        .args([
+            "backfill",
+            "--from",
+            &from.to_string(),
+            "--to",
+            &(Utc::now().timestamp_millis() + 3_600_000).to_string(),
+        ])
+        .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
+        .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+}
