@@ -20,13 +20,10 @@ import { VariableQueryEditor } from '../src/components/VariableQueryEditor';
 import { DataSource } from '../src/datasource';
 import { MPOptions, MPQuery, MPSecureJsonData, Schema } from '../src/types';
 
-// Grafana gives Monaco its web workers; so does the harness (JSON language service included).
+// Grafana gives Monaco its web worker; so does the harness.
 import EditorWorker from 'monaco-editor/esm/vs/editor/editor.worker?worker';
-import JsonWorker from 'monaco-editor/esm/vs/language/json/json.worker?worker';
 
-(self as any).MonacoEnvironment = {
-  getWorker: (_id: string, label: string) => (label === 'json' ? new JsonWorker() : new EditorWorker()),
-};
+(self as any).MonacoEnvironment = { getWorker: () => new EditorWorker() };
 
 const SCHEMA: Schema = {
   eventTypes: ['add_to_cart', 'click', 'page_view', 'purchase', 'search', 'signup'],

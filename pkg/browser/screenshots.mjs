@@ -4,8 +4,12 @@
 // through playwright-core), checks the queries they write against the shared
 // fixtures, and saves the screenshots the README shows (docs/img/*.png).
 //
-//   node browser/screenshots.mjs            build, test, write docs/img/*.png
+//   node browser/screenshots.mjs            build and test; screenshots in pkg/dist/screenshots/
+//   node browser/screenshots.mjs --update   the same, and refresh the README's docs/img/*.png
 //   CHROMIUM=/path/to/chrome node ...       another Chromium binary
+//
+// The test run does not touch docs/img: pixels vary a little between runs and
+// Chromium versions, and a test should not dirty the work tree.
 import { createServer } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, mkdirSync, existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -20,7 +24,8 @@ import { build } from 'vite';
 const pkg = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const repo = resolve(pkg, '..');
 const outDir = join(pkg, 'dist', 'harness');
-const imgDir = join(repo, 'docs', 'img');
+const update = process.argv.includes('--update');
+const imgDir = update ? join(repo, 'docs', 'img') : join(pkg, 'dist', 'screenshots');
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 const fixture = (name) => JSON.parse(readFileSync(join(repo, 'tests', 'fixtures', 'queries', name), 'utf8'));
@@ -40,7 +45,21 @@ await build({
       { find: /^rc-picker\/lib\/(.*)$/, replacement: 'rc-picker/es/$1' },
     ],
   },
-  build: { outDir, emptyOutDir: true, chunkSizeWarningLimit: 20000, reportCompressedSize: false, minify: false },
+  build: {
+    outDir,
+    emptyOutDir: true,
+    chunkSizeWarningLimit: 20000,
+    reportCompressedSize: false,
+    minify: false,
+    rolldownOptions: {
+      onwarn(warning, warn) {
+        // "use client" directives in dependencies mean nothing in a bundle.
+        if (warning.code !== 'MODULE_LEVEL_DIRECTIVE') {
+          warn(warning);
+        }
+      },
+    },
+  },
 });
 
 // ---- 2. serve it -----------------------------------------------------------
@@ -138,6 +157,17 @@ async function choose(page, label, option) {
   await menu.getByText(option, { exact: true }).click();
 }
 
+/** Screenshot of the editor frame, with nothing focused or animating. */
+async function shoot(page, file) {
+  await page.waitForLoadState('networkidle');
+  await page.evaluate(async () => {
+    document.activeElement?.blur();
+    await document.fonts.ready;
+  });
+  await page.mouse.move(0, 0);
+  await page.getByTestId('frame').screenshot({ path: join(imgDir, file), animations: 'disabled', caret: 'hide' });
+}
+
 async function check(name, fn) {
   try {
     await fn();
@@ -185,7 +215,7 @@ try {
     await page.getByLabel('Top N limit').fill('5');
     await choose(page, 'Compare', '1 day before');
     await page.mouse.click(1120, 10);
-    await page.getByTestId('frame').screenshot({ path: join(imgDir, 'query-editor.png') });
+    await shoot(page, 'query-editor.png');
     // The generated pipeline opens on demand.
     await page.getByText('Generated pipeline').click();
     await page.getByTestId('generated-pipeline').waitFor();
@@ -203,7 +233,7 @@ try {
     expectEqual(q.collection, 'metrics_minutely', 'collection');
     await page.getByLabel('Time field').fill('_id');
     await page.getByLabel('Time field').blur();
-    await page.getByTestId('frame').screenshot({ path: join(imgDir, 'pipeline-editor.png') });
+    await shoot(page, 'pipeline-editor.png');
     expectNoErrors(errors);
   });
 
@@ -213,7 +243,7 @@ try {
     await choose(page, 'Event type', 'page_view');
     await choose(page, 'Dimension', 'country');
     expectEqual(strip(await currentJson(page)), fixture('variable_dimension_values.json'), 'variable query written');
-    await page.getByTestId('frame').screenshot({ path: join(imgDir, 'variable-editor.png') });
+    await shoot(page, 'variable-editor.png');
     expectNoErrors(errors);
   });
 
@@ -241,7 +271,7 @@ try {
     const saved = await currentJson(page);
     expectEqual(saved.jsonData.tls, true, 'jsonData.tls');
     expectEqual(saved.jsonData.tlsCAFile, '/etc/ssl/mongodb/ca.pem', 'jsonData.tlsCAFile');
-    await page.getByTestId('frame').screenshot({ path: join(imgDir, 'config-editor.png') });
+    await shoot(page, 'config-editor.png');
     expectNoErrors(errors);
   });
   await check('every file the page asked for was served (icons, fonts, workers)', async () => {
@@ -255,6 +285,7 @@ try {
   rmSync(profile, { recursive: true, force: true });
 }
 
+console.log(`screenshots in ${imgDir}`);
 console.log(`browser: ${passed} passed, ${failed} failed`);
 if (failed) {
   console.error(problems.join('\n\n'));

@@ -17,7 +17,7 @@ use super::sketch::{Distinct, Quantiles, TopK};
 use super::spec::Spec;
 use super::Level;
 use crate::ingest::event::scalar_text;
-use crate::ingest::json::Json;
+use crate::ingest::json::{short_eq, Json};
 use crate::ingest::Event;
 
 /// Sum, extremes and count of one metric.
@@ -107,7 +107,7 @@ impl Aggregate {
             if !spec.metrics.is_empty() && !spec.metrics.iter().any(|m| m == name) {
                 continue;
             }
-            match self.metrics.iter_mut().find(|(n, _)| n.as_ref() == name) {
+            match self.metrics.iter_mut().find(|(n, _)| short_eq(n, name)) {
                 Some((_, s)) => s.add(*value),
                 None => self.metrics.push((name.into(), Stats::one(*value))),
             }

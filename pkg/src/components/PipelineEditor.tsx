@@ -15,6 +15,7 @@ import {
 
 import { MPQuery, PIPELINE_COLLECTIONS, PipelineFormat } from '../types';
 import { toOptions, withCurrent } from './hooks';
+import { macroSuggestions, PIPELINE_LANGUAGE, registerPipelineLanguage } from './pipelineLanguage';
 
 const FORMAT_OPTIONS: Array<SelectableValue<PipelineFormat>> = [
   { label: 'Time series', value: 'timeseries' },
@@ -95,7 +96,9 @@ export function PipelineEditor({ query, invalid, change }: Props) {
 
       <div className={invalid('pipeline') ? styles.invalid : undefined} data-testid="pipeline-code">
         <CodeEditor
-          language="json"
+          language={PIPELINE_LANGUAGE}
+          onBeforeEditorMount={registerPipelineLanguage}
+          getSuggestions={macroSuggestions}
           height={220}
           showLineNumbers
           showMiniMap={false}
