@@ -10,5 +10,6 @@
 pub mod daemon;
 pub mod ingest;
 pub mod plugin;
+pub mod query;
 pub mod rollup;
 pub mod store;

@@ -234,6 +234,11 @@ try {
     await page.getByLabel('Time field').fill('_id');
     await page.getByLabel('Time field').blur();
     await shoot(page, 'pipeline-editor.png');
+    // Typing `$` offers the macros.
+    await page.locator('.monaco-editor .view-lines').click();
+    await page.keyboard.press('Control+End');
+    await page.keyboard.type('$');
+    await page.locator('.monaco-editor .suggest-widget').getByText('$__timeFilter(timestamp)').waitFor();
     expectNoErrors(errors);
   });
 

@@ -18,8 +18,9 @@ const STATES: Array<{ value: AlertState; label: string; description: string }> =
  * Alert episodes from the `alerts` collection as annotations: one region from
  * firing to resolved, text = the rule's summary, tags = its labels.
  */
-export function AnnotationsQueryEditor({ query: raw, onChange }: AnnotationsEditorProps) {
-  const query: MPQuery = { ...defaultAnnotationsQuery(), ...raw, mode: 'annotations' } as MPQuery;
+export function AnnotationsQueryEditor({ query: given, onChange }: AnnotationsEditorProps) {
+  const raw: Partial<MPQuery> = given ?? { refId: 'Anno' };
+  const query = { ...defaultAnnotationsQuery(), ...raw, refId: raw.refId || 'Anno', mode: 'annotations' } as MPQuery;
   const states = query.states ?? [];
 
   // A new annotation query: store the defaults so what runs is what is shown.
