@@ -68,7 +68,11 @@ fn dist_has_plugin_json_module_js_and_the_executable_where_grafana_looks() {
 
     // plugin.json is the repository's, unchanged.
     let packaged = json(&dist.join("plugin.json"));
-    assert_eq!(packaged, json(&root().join("plugin.json")));
+    assert_eq!(
+        packaged,
+        json(&root().join("plugin.json")),
+        "dist/plugin.json is not the repository's: rerun scripts/package.sh"
+    );
     assert_eq!(packaged["id"], PLUGIN_ID);
     assert_eq!(packaged["executable"], "gpx_mongopulse");
     assert_eq!(packaged["backend"], true);

@@ -122,6 +122,18 @@ describe('QueryEditor', () => {
     expect(screen.getByText('metrics_minutely')).toBeInTheDocument();
   });
 
+  it('builds the pipeline with dashboard variables replaced', async () => {
+    const { ds, postResource } = makeDataSource();
+    const q = {
+      ...loadFixture('builder_count.json'),
+      filters: [{ dimension: 'country', op: 'eq', values: ['$country'] }],
+    };
+    const { user } = renderEditor(QueryEditor, q, ds);
+    await user.click(screen.getByText('Generated pipeline'));
+    await screen.findByTestId('generated-pipeline', {}, { timeout: 3000 });
+    expect(postResource.mock.calls[0][1].filters).toEqual([{ dimension: 'country', op: 'in', values: ['FR', 'DE'] }]);
+  });
+
   it('shows the backend’s refusal from the build endpoint', async () => {
     const { ds, postResource } = makeDataSource();
     postResource.mockResolvedValue({ error: 'unknown metric "pageLoad"', field: 'measures.0.metric' });

@@ -112,7 +112,9 @@ const scenarios: Record<string, Scenario> = {
     await choose(user, 'Measure 3 type', 'Distinct');
     await user.click(screen.getByRole('button', { name: 'Add measure' }));
     await choose(user, 'Measure 4 type', 'Rate (/s)');
-    await setInput(user, 'Measure 4 window', '5');
+    // The window length is the fixture's (the backend may tie it to the granularity).
+    const window = loadFixture('builder_full.json').measures![3].window!.minutes;
+    await setInput(user, 'Measure 4 window', String(window));
 
     // Filters: country in FR, DE, US; browser != Edge; deviceType starts with "mob".
     await user.click(screen.getByRole('button', { name: 'Add filter' }));

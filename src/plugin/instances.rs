@@ -13,6 +13,7 @@ use mongodb::Client;
 use tokio::sync::Mutex;
 
 use super::settings::DataSourceSettings;
+use crate::query::cache::BucketCache;
 use crate::store::{build_client, ConnectError, Redactor};
 
 /// A data source ready to be queried.
@@ -21,6 +22,8 @@ pub struct Instance {
     pub settings: DataSourceSettings,
     pub client: Client,
     pub redactor: Redactor,
+    /// Closed buckets of this data source; a settings change starts it afresh.
+    pub cache: BucketCache,
 }
 
 impl Instance {
@@ -67,6 +70,7 @@ impl Instances {
         let instance = Arc::new(Instance {
             uid: uid.to_string(),
             redactor: Redactor::for_uri(&settings.uri),
+            cache: BucketCache::new(settings.cache_max_bytes, 3_600_000),
             settings,
             client,
         });

@@ -2,10 +2,14 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 pub struct PluginMetrics {
     registry: Registry,
+    queries_ok: Counter,
+    queries_failed: Counter,
+    query_seconds: Histogram,
     pub clients_built: Counter,
     health_ok: Counter,
     health_failed: Counter,
@@ -32,8 +36,25 @@ impl PluginMetrics {
             "CheckHealth calls that failed",
             health_failed.clone(),
         );
+        let queries_ok = Counter::default();
+        registry.register("queries_ok", "Queries answered", queries_ok.clone());
+        let queries_failed = Counter::default();
+        registry.register(
+            "queries_failed",
+            "Queries answered with an error",
+            queries_failed.clone(),
+        );
+        let query_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "query_duration_seconds",
+            "Time to answer one query",
+            query_seconds.clone(),
+        );
         PluginMetrics {
             registry,
+            queries_ok,
+            queries_failed,
+            query_seconds,
             clients_built,
             health_ok,
             health_failed,
@@ -46,6 +67,16 @@ impl PluginMetrics {
         } else {
             &self.health_failed
         }
+    }
+
+    pub fn observe_query(&self, ok: bool, took: std::time::Duration) {
+        if ok {
+            &self.queries_ok
+        } else {
+            &self.queries_failed
+        }
+        .inc();
+        self.query_seconds.observe(took.as_secs_f64());
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

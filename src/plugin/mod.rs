@@ -4,9 +4,11 @@
 //! source's settings. Out: CheckHealth answers and Prometheus metrics about the
 //! plugin itself.
 
+mod data;
 mod health;
 mod instances;
 mod metrics;
+mod resources;
 pub mod settings;
 
 use std::sync::Arc;
@@ -98,7 +100,16 @@ impl backend::DiagnosticsService for MongoPulsePlugin {
     ) -> Result<backend::CheckHealthResponse, Self::CheckHealthError> {
         let settings = request.plugin_context.instance_settings.as_ref();
         let report = match self.instance(settings).await {
-            Ok(instance) => health::check(&instance).await,
+            Ok(instance) => {
+                let mut report = health::check(&instance).await;
+                if let Value::Object(details) = &mut report.details {
+                    details.insert(
+                        "cache".into(),
+                        serde_json::to_value(instance.cache.stats()).unwrap_or_default(),
+                    );
+                }
+                report
+            }
             Err(e) => HealthReport::failed(capitalise(&e.to_string())),
         };
         self.state.metrics.health_checks(report.ok).inc();
@@ -113,17 +124,72 @@ impl backend::DiagnosticsService for MongoPulsePlugin {
 
     async fn collect_metrics(
         &self,
-        _request: backend::CollectMetricsRequest<Self>,
+        request: backend::CollectMetricsRequest<Self>,
     ) -> Result<backend::CollectMetricsResponse, Self::CollectMetricsError> {
-        let text = self
+        let mut text = self
             .state
             .metrics
             .encode()
             .map_err(|e| DiagnosticsError(format!("could not encode metrics: {e}")))?;
+        // The cache belongs to the data source the request is about.
+        if let Ok(instance) = self
+            .instance(request.plugin_context.instance_settings.as_ref())
+            .await
+        {
+            text = with_cache_metrics(text, &instance.uid, instance.cache.stats());
+        }
         Ok(backend::CollectMetricsResponse::new(Some(
             backend::MetricsPayload::prometheus(text.into_bytes()),
         )))
     }
+}
+
+/// Appends the cache counters before OpenMetrics' `# EOF`.
+fn with_cache_metrics(text: String, uid: &str, s: crate::query::cache::CacheStats) -> String {
+    let body = text
+        .trim_end()
+        .strip_suffix("# EOF")
+        .unwrap_or(&text)
+        .to_string();
+    let uid = uid.replace(['\\', '"'], "_");
+    let mut out = body;
+    for (name, kind, help, v) in [
+        (
+            "mongopulse_plugin_cache_tail_reads",
+            "counter",
+            "Queries that read only the open tail, closed buckets coming from the cache",
+            s.tail_reads,
+        ),
+        (
+            "mongopulse_plugin_cache_full_reads",
+            "counter",
+            "Queries read in full from MongoDB",
+            s.full_reads,
+        ),
+        (
+            "mongopulse_plugin_cache_buckets_served",
+            "counter",
+            "Buckets served from the cache",
+            s.buckets_served,
+        ),
+        (
+            "mongopulse_plugin_cache_evictions",
+            "counter",
+            "Cache entries evicted for memory",
+            s.evictions,
+        ),
+        (
+            "mongopulse_plugin_cache_bytes",
+            "gauge",
+            "Approximate bytes held by the cache",
+            s.bytes as u64,
+        ),
+    ] {
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        out.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} {kind}\n{name}{suffix}{{datasource=\"{uid}\"}} {v}\n"));
+    }
+    out.push_str("# EOF\n");
+    out
 }
 
 fn capitalise(text: &str) -> String {
@@ -164,7 +230,9 @@ pub async fn serve() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .init();
     let plugin = MongoPulsePlugin::new();
     backend::Plugin::new()
-        .diagnostics_service(plugin)
+        .diagnostics_service(plugin.clone())
+        .data_service(plugin.clone())
+        .resource_service(plugin)
         .start(listener)
         .await?;
     Ok(())

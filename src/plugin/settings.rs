@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::query::plan::Retention;
 use crate::store::CollectionNames;
 
 /// Key of the connection URI in `secureJsonData`.
@@ -26,6 +27,12 @@ pub struct DataSourceSettings {
     /// Bounds each query (`maxTimeMS`).
     pub query_timeout: Duration,
     pub collections: CollectionNames,
+    /// How long the daemon keeps each rollup level (must match its `rollups.ttl`).
+    pub retention: Retention,
+    /// Memory bound of the closed-bucket cache.
+    pub cache_max_bytes: usize,
+    /// Buckets ending later than now minus this may still change, so are not cached.
+    pub cache_horizon: Duration,
 }
 
 impl fmt::Debug for DataSourceSettings {
@@ -36,6 +43,9 @@ impl fmt::Debug for DataSourceSettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
             .field("collections", &self.collections)
+            .field("retention", &self.retention)
+            .field("cache_max_bytes", &self.cache_max_bytes)
+            .field("cache_horizon", &self.cache_horizon)
             .finish()
     }
 }
@@ -55,6 +65,9 @@ struct JsonData {
     connect_timeout_seconds: Option<f64>,
     query_timeout_seconds: Option<f64>,
     collections: Option<CollectionNames>,
+    retention_days: Option<Retention>,
+    cache_max_megabytes: Option<f64>,
+    cache_horizon_seconds: Option<f64>,
 }
 
 pub const DEFAULT_DATABASE: &str = "analytics";
@@ -79,6 +92,9 @@ impl DataSourceSettings {
                 connect_timeout_seconds: None,
                 query_timeout_seconds: None,
                 collections: None,
+                retention_days: None,
+                cache_max_megabytes: None,
+                cache_horizon_seconds: None,
             },
             v => serde_json::from_value(v.clone()).map_err(|e| SettingsError::Invalid {
                 field: "jsonData".into(),
@@ -106,6 +122,21 @@ impl DataSourceSettings {
             query_timeout: seconds("queryTimeoutSeconds", data.query_timeout_seconds)?
                 .unwrap_or(DEFAULT_QUERY_TIMEOUT),
             collections: data.collections.unwrap_or_default(),
+            retention: data.retention_days.unwrap_or_default(),
+            cache_max_bytes: match data.cache_max_megabytes {
+                None => 64 << 20,
+                Some(mb) if mb.is_finite() && mb >= 0.0 => (mb * 1_048_576.0) as usize,
+                Some(mb) => {
+                    return Err(SettingsError::Invalid {
+                        field: "cacheMaxMegabytes".into(),
+                        reason: format!(
+                            "{mb} is not a number of megabytes ≥ 0 (0 turns the cache off)"
+                        ),
+                    })
+                }
+            },
+            cache_horizon: seconds("cacheHorizonSeconds", data.cache_horizon_seconds)?
+                .unwrap_or(Duration::from_secs(300)),
         })
     }
 }

@@ -6,5 +6,12 @@
 //! execution → [`compute`] (pure: merge buckets, measures, fill, top-N,
 //! windows) → [`frames`].
 
+pub mod cache;
+pub mod compute;
+pub mod execute;
+pub mod frames;
+pub mod metadata;
 pub mod model;
+pub mod pipeline;
 pub mod plan;
+pub mod run;

@@ -92,14 +92,24 @@ impl<'de> Deserialize<'de> for Measure {
         let alias = match map.remove("alias") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
-            Some(other) => return Err(D::Error::custom(format!("alias must be a string, not {other}"))),
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "alias must be a string, not {other}"
+                )))
+            }
         };
         let window = match map.remove("window") {
             None | Some(Value::Null) => None,
-            Some(w) => Some(serde_json::from_value(w).map_err(|e| D::Error::custom(format!("window: {e}")))?),
+            Some(w) => Some(
+                serde_json::from_value(w).map_err(|e| D::Error::custom(format!("window: {e}")))?,
+            ),
         };
         let kind = serde_json::from_value(Value::Object(map)).map_err(D::Error::custom)?;
-        Ok(Measure { kind, alias, window })
+        Ok(Measure {
+            kind,
+            alias,
+            window,
+        })
     }
 }
 
@@ -242,7 +252,17 @@ fn default_states() -> Vec<String> {
 
 /// Grafana's own keys, present on every query, that are not ours to check.
 const GRAFANA_KEYS: &[&str] = &[
-    "refId", "datasource", "hide", "key", "queryType", "intervalMs", "maxDataPoints", "datasourceId", "mode", "live", "interval",
+    "refId",
+    "datasource",
+    "hide",
+    "key",
+    "queryType",
+    "intervalMs",
+    "maxDataPoints",
+    "datasourceId",
+    "mode",
+    "live",
+    "interval",
 ];
 
 /// Parses a query's JSON, naming the field at fault.
@@ -287,7 +307,10 @@ pub fn parse(json: &Value) -> Result<Query, ModelError> {
 /// Checks what the types alone cannot.
 fn check_builder(b: &BuilderQuery) -> Result<(), ModelError> {
     if b.event_type.trim().is_empty() {
-        return Err(ModelError::new("eventType", "choose an event type (or * for all)"));
+        return Err(ModelError::new(
+            "eventType",
+            "choose an event type (or * for all)",
+        ));
     }
     if b.measures.is_empty() {
         return Err(ModelError::new("measures", "add at least one measure"));
@@ -295,13 +318,25 @@ fn check_builder(b: &BuilderQuery) -> Result<(), ModelError> {
     for (i, m) in b.measures.iter().enumerate() {
         let at = |f: &str| format!("measures[{i}].{f}");
         match &m.kind {
-            MeasureKind::Percentile { percentile, .. } if !(*percentile > 0.0 && *percentile < 100.0) => {
-                return Err(ModelError::new(at("percentile"), format!("{percentile} is not between 0 and 100 (exclusive)")));
+            MeasureKind::Percentile { percentile, .. }
+                if !(*percentile > 0.0 && *percentile < 100.0) =>
+            {
+                return Err(ModelError::new(
+                    at("percentile"),
+                    format!("{percentile} is not between 0 and 100 (exclusive)"),
+                ));
             }
             MeasureKind::Topk { k, .. } if *k == 0 || *k > 100 => {
-                return Err(ModelError::new(at("k"), format!("{k} is not between 1 and 100")));
+                return Err(ModelError::new(
+                    at("k"),
+                    format!("{k} is not between 1 and 100"),
+                ));
             }
-            MeasureKind::Sum { metric } | MeasureKind::Avg { metric } | MeasureKind::Min { metric } | MeasureKind::Max { metric } | MeasureKind::Percentile { metric, .. }
+            MeasureKind::Sum { metric }
+            | MeasureKind::Avg { metric }
+            | MeasureKind::Min { metric }
+            | MeasureKind::Max { metric }
+            | MeasureKind::Percentile { metric, .. }
                 if metric.trim().is_empty() =>
             {
                 return Err(ModelError::new(at("metric"), "choose a metric"));
@@ -310,20 +345,32 @@ fn check_builder(b: &BuilderQuery) -> Result<(), ModelError> {
         }
         if let Some(w) = m.window {
             if w.minutes == 0 || w.minutes > 10_080 {
-                return Err(ModelError::new(at("window.minutes"), "a moving window is 1 to 10080 minutes"));
+                return Err(ModelError::new(
+                    at("window.minutes"),
+                    "a moving window is 1 to 10080 minutes",
+                ));
             }
         }
     }
     for (i, f) in b.filters.iter().enumerate() {
         let single = matches!(f.op, FilterOp::Eq | FilterOp::Neq | FilterOp::Prefix);
         if f.values.is_empty() {
-            return Err(ModelError::new(format!("filters[{i}].values"), "give at least one value"));
+            return Err(ModelError::new(
+                format!("filters[{i}].values"),
+                "give at least one value",
+            ));
         }
         if single && f.values.len() > 1 && f.op != FilterOp::Eq && f.op != FilterOp::Neq {
-            return Err(ModelError::new(format!("filters[{i}].values"), "prefix takes one value"));
+            return Err(ModelError::new(
+                format!("filters[{i}].values"),
+                "prefix takes one value",
+            ));
         }
         if f.dimension.trim().is_empty() {
-            return Err(ModelError::new(format!("filters[{i}].dimension"), "choose a dimension"));
+            return Err(ModelError::new(
+                format!("filters[{i}].dimension"),
+                "choose a dimension",
+            ));
         }
     }
     if let Some(t) = &b.top_n {
@@ -331,7 +378,13 @@ fn check_builder(b: &BuilderQuery) -> Result<(), ModelError> {
             return Err(ModelError::new("topN.limit", "keep at least one series"));
         }
         if t.measure >= b.measures.len() {
-            return Err(ModelError::new("topN.measure", format!("there is no measure number {} (measures count from 0)", t.measure)));
+            return Err(ModelError::new(
+                "topN.measure",
+                format!(
+                    "there is no measure number {} (measures count from 0)",
+                    t.measure
+                ),
+            ));
         }
     }
     if let Some(c) = &b.compare {
@@ -345,13 +398,19 @@ pub fn parse_shift(text: &str) -> Result<i64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let n: i64 = n.parse().map_err(|_| format!("'{text}' is not a duration such as 1h, 1d or 7d"))?;
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 1h, 1d or 7d"))?;
     let unit_ms = match unit {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
         "w" => 7 * 86_400_000,
-        _ => return Err(format!("'{text}' is not a duration such as 1h, 1d or 7d (units m, h, d, w)")),
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration such as 1h, 1d or 7d (units m, h, d, w)"
+            ))
+        }
     };
     if n <= 0 {
         return Err(format!("'{text}' must be a positive duration"));
@@ -362,7 +421,15 @@ pub fn parse_shift(text: &str) -> Result<i64, String> {
 impl MeasureKind {
     /// Counts, sums and extremes can be grouped by MongoDB; the rest need sketches.
     pub fn is_additive(&self) -> bool {
-        matches!(self, MeasureKind::Count | MeasureKind::Rate | MeasureKind::Sum { .. } | MeasureKind::Avg { .. } | MeasureKind::Min { .. } | MeasureKind::Max { .. })
+        matches!(
+            self,
+            MeasureKind::Count
+                | MeasureKind::Rate
+                | MeasureKind::Sum { .. }
+                | MeasureKind::Avg { .. }
+                | MeasureKind::Min { .. }
+                | MeasureKind::Max { .. }
+        )
     }
 
     /// The default series name.
@@ -375,7 +442,9 @@ impl MeasureKind {
             MeasureKind::Min { metric } => format!("min {metric}"),
             MeasureKind::Max { metric } => format!("max {metric}"),
             MeasureKind::Distinct { key } => format!("distinct {key}"),
-            MeasureKind::Percentile { metric, percentile } => format!("p{} {metric}", trim_float(*percentile)),
+            MeasureKind::Percentile { metric, percentile } => {
+                format!("p{} {metric}", trim_float(*percentile))
+            }
             MeasureKind::Topk { attribute, .. } => format!("top {attribute}"),
         }
     }
@@ -410,15 +479,36 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (json!({"eventType": "x", "measures": [{"type": "percentile", "metric": "t", "percentile": 120}]}), "measures[0].percentile"),
-            (json!({"eventType": "x", "measures": [{"type": "median", "metric": "t"}]}), "measures[0]"),
-            (json!({"eventType": "x", "filters": [{"dimension": "c", "op": "like", "values": ["a"]}]}), "filters[0].op"),
-            (json!({"eventType": "x", "granularity": "week"}), "granularity"),
-            (json!({"eventType": "x", "compare": {"shift": "yesterday"}}), "compare.shift"),
-            (json!({"eventType": "x", "topN": {"limit": 3, "measure": 2}}), "topN.measure"),
+            (
+                json!({"eventType": "x", "measures": [{"type": "percentile", "metric": "t", "percentile": 120}]}),
+                "measures[0].percentile",
+            ),
+            (
+                json!({"eventType": "x", "measures": [{"type": "median", "metric": "t"}]}),
+                "measures[0]",
+            ),
+            (
+                json!({"eventType": "x", "filters": [{"dimension": "c", "op": "like", "values": ["a"]}]}),
+                "filters[0].op",
+            ),
+            (
+                json!({"eventType": "x", "granularity": "week"}),
+                "granularity",
+            ),
+            (
+                json!({"eventType": "x", "compare": {"shift": "yesterday"}}),
+                "compare.shift",
+            ),
+            (
+                json!({"eventType": "x", "topN": {"limit": 3, "measure": 2}}),
+                "topN.measure",
+            ),
             (json!({"measures": []}), ""),
             (json!({"eventType": "x", "colour": "red"}), "colour"),
-            (json!({"mode": "pipeline", "collection": "metrics_minutely"}), ""),
+            (
+                json!({"mode": "pipeline", "collection": "metrics_minutely"}),
+                "",
+            ),
             (json!({"mode": "sql"}), "mode"),
         ];
         for (q, path) in cases {

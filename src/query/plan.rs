@@ -85,6 +85,8 @@ pub struct Plan {
     pub distinct: Vec<String>,
     pub quantiles: Vec<String>,
     pub top_k: Vec<String>,
+    /// Largest K asked of each `top_k` attribute.
+    pub top_k_sizes: Vec<usize>,
     pub pipeline: Vec<Document>,
     /// Things the user should know (e.g. a level chosen for retention).
     pub notices: Vec<String>,
@@ -158,7 +160,11 @@ pub fn choose_level(q: &BuilderQuery, ctx: &PlanContext) -> (Level, Vec<String>)
         .or_else(|| covering.first().copied())
         .unwrap_or(Level::Month);
     let mut notices = Vec::new();
-    if !fits(chosen) || chosen != Level::Minute && !covers(Level::Minute) && chosen.nominal_ms() > ctx.interval_ms {
+    if !fits(chosen)
+        || chosen != Level::Minute
+            && !covers(Level::Minute)
+            && chosen.nominal_ms() > ctx.interval_ms
+    {
         notices.push(format!(
             "showing {} buckets: finer rollups are not kept that far back",
             chosen.name()
@@ -179,12 +185,22 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
             let fixed = q.granularity != super::model::Granularity::Auto;
             // Round the interval up to whole buckets of the level, so a panel
             // never gets more points than it asked for.
-            let n = if fixed { 1 } else { ((ctx.interval_ms.max(unit) + unit - 1) / unit).max(1) };
+            let n = if fixed {
+                1
+            } else {
+                ((ctx.interval_ms.max(unit) + unit - 1) / unit).max(1)
+            };
             Some(n * unit)
         }
     };
     // A moving window needs the buckets before the range too.
-    let window_ms = q.measures.iter().filter_map(|m| m.window).map(|w| w.minutes as i64 * 60_000).max().unwrap_or(0);
+    let window_ms = q
+        .measures
+        .iter()
+        .filter_map(|m| m.window)
+        .map(|w| w.minutes as i64 * 60_000)
+        .max()
+        .unwrap_or(0);
     let from = ctx.from_ms - window_ms;
     let from_ms = match bucket_ms {
         Some(b) => from.div_euclid(b) * b,
@@ -195,7 +211,11 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
         if (to_ms - from_ms) / b > MAX_BUCKETS as i64 {
             return Err(ModelError::new(
                 "granularity",
-                format!("{} buckets of {} s is too many; choose a coarser granularity or auto", (to_ms - from_ms) / b, b / 1000),
+                format!(
+                    "{} buckets of {} s is too many; choose a coarser granularity or auto",
+                    (to_ms - from_ms) / b,
+                    b / 1000
+                ),
             ));
         }
         for (i, m) in q.measures.iter().enumerate() {
@@ -210,13 +230,17 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
             }
         }
     } else if q.measures.iter().any(|m| m.window.is_some()) {
-        return Err(ModelError::new("measures.window", "moving windows need minute, hour or day buckets, not months"));
+        return Err(ModelError::new(
+            "measures.window",
+            "moving windows need minute, hour or day buckets, not months",
+        ));
     }
 
     let mut metrics = Vec::new();
     let mut distinct = Vec::new();
     let mut quantiles = Vec::new();
     let mut top_k = Vec::new();
+    let mut top_k_sizes: Vec<usize> = Vec::new();
     let push = |v: &mut Vec<String>, s: &str| {
         if !v.iter().any(|x| x == s) {
             v.push(s.to_string());
@@ -225,15 +249,33 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
     for m in &q.measures {
         match &m.kind {
             MeasureKind::Count | MeasureKind::Rate => {}
-            MeasureKind::Sum { metric } | MeasureKind::Avg { metric } | MeasureKind::Min { metric } | MeasureKind::Max { metric } => push(&mut metrics, metric),
+            MeasureKind::Sum { metric }
+            | MeasureKind::Avg { metric }
+            | MeasureKind::Min { metric }
+            | MeasureKind::Max { metric } => push(&mut metrics, metric),
             MeasureKind::Distinct { key } => push(&mut distinct, key),
             MeasureKind::Percentile { metric, .. } => push(&mut quantiles, metric),
-            MeasureKind::Topk { attribute, .. } => push(&mut top_k, attribute),
+            MeasureKind::Topk { attribute, k } => match top_k.iter().position(|a| a == attribute) {
+                Some(i) => top_k_sizes[i] = top_k_sizes[i].max(*k),
+                None => {
+                    top_k.push(attribute.clone());
+                    top_k_sizes.push(*k);
+                }
+            },
         }
     }
-    for name in metrics.iter().chain(&quantiles).chain(&distinct).chain(&top_k).chain(&q.group_by) {
+    for name in metrics
+        .iter()
+        .chain(&quantiles)
+        .chain(&distinct)
+        .chain(&top_k)
+        .chain(&q.group_by)
+    {
         if name.is_empty() || name.starts_with('$') || name.contains('.') {
-            return Err(ModelError::new("measures", format!("'{name}' is not a field name")));
+            return Err(ModelError::new(
+                "measures",
+                format!("'{name}' is not a field name"),
+            ));
         }
     }
     let strategy = if q.measures.iter().all(|m| m.kind.is_additive()) {
@@ -254,15 +296,25 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
         let values = expand_values(&f.values);
         let field = format!("dimensions.{}", f.dimension);
         if f.dimension.starts_with('$') || f.dimension.contains('.') {
-            return Err(ModelError::new(format!("filters[{i}].dimension"), format!("'{}' is not a dimension name", f.dimension)));
+            return Err(ModelError::new(
+                format!("filters[{i}].dimension"),
+                format!("'{}' is not a dimension name", f.dimension),
+            ));
         }
         let cond = match (f.op, values.as_slice()) {
             (FilterOp::Eq, [one]) => Bson::String(one.clone()),
             (FilterOp::Neq, [one]) => Bson::Document(doc! { "$ne": one }),
             (FilterOp::Eq | FilterOp::In, many) => Bson::Document(doc! { "$in": many.to_vec() }),
             (FilterOp::Neq | FilterOp::Nin, many) => Bson::Document(doc! { "$nin": many.to_vec() }),
-            (FilterOp::Prefix, [one]) => Bson::Document(doc! { "$regex": format!("^{}", escape_regex(one)) }),
-            (FilterOp::Prefix, _) => return Err(ModelError::new(format!("filters[{i}].values"), "prefix takes one value")),
+            (FilterOp::Prefix, [one]) => {
+                Bson::Document(doc! { "$regex": format!("^{}", escape_regex(one)) })
+            }
+            (FilterOp::Prefix, _) => {
+                return Err(ModelError::new(
+                    format!("filters[{i}].values"),
+                    "prefix takes one value",
+                ))
+            }
         };
         conditions.push((field, cond));
     }
@@ -273,7 +325,12 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
             "!=" => Bson::Document(doc! { "$ne": &a.value }),
             "=~" => Bson::Document(doc! { "$regex": &a.value }),
             "!~" => Bson::Document(doc! { "$not": { "$regex": &a.value } }),
-            other => return Err(ModelError::new(format!("adhocFilters[{i}].operator"), format!("operator '{other}' is not supported; use =, !=, =~ or !~"))),
+            other => {
+                return Err(ModelError::new(
+                    format!("adhocFilters[{i}].operator"),
+                    format!("operator '{other}' is not supported; use =, !=, =~ or !~"),
+                ))
+            }
         };
         conditions.push((field, cond));
     }
@@ -291,7 +348,10 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
     }
 
     let time_expr: Bson = match (level, bucket_ms) {
-        (Level::Minute, Some(60_000)) | (Level::Hour, Some(3_600_000)) | (Level::Day, Some(86_400_000)) | (_, None) => Bson::String("$timestamp".into()),
+        (Level::Minute, Some(60_000))
+        | (Level::Hour, Some(3_600_000))
+        | (Level::Day, Some(86_400_000))
+        | (_, None) => Bson::String("$timestamp".into()),
         (_, Some(b)) => Bson::Document(doc! {
             "$subtract": [
                 "$timestamp",
@@ -306,18 +366,31 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
             for (i, g) in q.group_by.iter().enumerate() {
                 id.insert(format!("g{i}"), format!("$dimensions.{g}"));
             }
-            let mut group = doc! { "_id": id, "count": { "$sum": "$metrics.count" } };
+            // `final` false if any rollup in the bucket is still partial (for the cache).
+            let mut group = doc! { "_id": id, "count": { "$sum": "$metrics.count" }, "final": { "$min": "$final" } };
             for (i, m) in metrics.iter().enumerate() {
-                group.insert(format!("sum{i}"), doc! { "$sum": format!("$metrics.{m}.sum") });
-                group.insert(format!("n{i}"), doc! { "$sum": format!("$metrics.{m}.count") });
-                group.insert(format!("min{i}"), doc! { "$min": format!("$metrics.{m}.min") });
-                group.insert(format!("max{i}"), doc! { "$max": format!("$metrics.{m}.max") });
+                group.insert(
+                    format!("sum{i}"),
+                    doc! { "$sum": format!("$metrics.{m}.sum") },
+                );
+                group.insert(
+                    format!("n{i}"),
+                    doc! { "$sum": format!("$metrics.{m}.count") },
+                );
+                group.insert(
+                    format!("min{i}"),
+                    doc! { "$min": format!("$metrics.{m}.min") },
+                );
+                group.insert(
+                    format!("max{i}"),
+                    doc! { "$max": format!("$metrics.{m}.max") },
+                );
             }
             pipeline.push(doc! { "$group": group });
             pipeline.push(doc! { "$sort": { "_id.t": 1 } });
         }
         Strategy::FetchAndMerge => {
-            let mut project = doc! { "_id": 0, "timestamp": 1, "metrics.count": 1 };
+            let mut project = doc! { "_id": 0, "timestamp": 1, "final": 1, "metrics.count": 1 };
             for g in &q.group_by {
                 project.insert(format!("dimensions.{g}"), 1);
             }
@@ -348,6 +421,7 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
         distinct,
         quantiles,
         top_k,
+        top_k_sizes,
         pipeline,
         notices,
     })
@@ -435,7 +509,11 @@ mod tests {
         ];
         for (range, interval, level, bucket) in cases {
             let p = plan(&q, &ctx(range, interval)).unwrap();
-            assert_eq!((p.level, p.bucket_ms), (level, bucket), "range {range} interval {interval}");
+            assert_eq!(
+                (p.level, p.bucket_ms),
+                (level, bucket),
+                "range {range} interval {interval}"
+            );
         }
     }
 
@@ -444,11 +522,17 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let update = std::env::var("UPDATE_GOLDEN").is_ok();
         let mut checked = 0;
-        let mut entries: Vec<_> = std::fs::read_dir(root.join("tests/fixtures/queries")).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(root.join("tests/fixtures/queries"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for path in entries {
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let Query::Builder(q) = parse(&v).unwrap() else { continue };
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let Query::Builder(q) = parse(&v).unwrap() else {
+                continue;
+            };
             let p = plan(&q, &ctx(6 * 3_600_000, 300_000)).unwrap();
             let got = serde_json::json!({
                 "level": p.level.name(),
@@ -457,13 +541,28 @@ mod tests {
                 "strategy": p.strategy,
                 "pipeline": p.pipeline.iter().map(|d| Bson::Document(d.clone()).into_relaxed_extjson()).collect::<Vec<_>>(),
             });
-            let golden = root.join("tests/fixtures/pipelines").join(path.file_name().unwrap());
+            let golden = root
+                .join("tests/fixtures/pipelines")
+                .join(path.file_name().unwrap());
             if update {
                 std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
-                std::fs::write(&golden, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+                std::fs::write(&golden, serde_json::to_string_pretty(&got).unwrap() + "\n")
+                    .unwrap();
             }
-            let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&golden).unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1 and review it", golden.display()))).unwrap();
-            assert_eq!(got, want, "{} changed; if intended, run with UPDATE_GOLDEN=1 and review the diff", golden.display());
+            let want: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+                    panic!(
+                        "{} missing; run with UPDATE_GOLDEN=1 and review it",
+                        golden.display()
+                    )
+                }))
+                .unwrap();
+            assert_eq!(
+                got,
+                want,
+                "{} changed; if intended, run with UPDATE_GOLDEN=1 and review the diff",
+                golden.display()
+            );
             checked += 1;
         }
         assert!(checked >= 4);
@@ -482,9 +581,26 @@ mod tests {
         let p = plan(&q, &ctx(3_600_000, 60_000)).unwrap();
         let m = p.pipeline[0].get_document("$match").unwrap();
         let keys: Vec<&String> = m.keys().collect();
-        assert_eq!(keys[..3], ["spec", "timestamp", "dimensions.eventType"], "the index prefix comes first");
-        assert_eq!(m.get_document("dimensions.country").unwrap().get_array("$in").unwrap().len(), 2);
-        assert_eq!(m.get_document("dimensions.browser").unwrap().get_str("$regex").unwrap(), "^Chr\\.me");
+        assert_eq!(
+            keys[..3],
+            ["spec", "timestamp", "dimensions.eventType"],
+            "the index prefix comes first"
+        );
+        assert_eq!(
+            m.get_document("dimensions.country")
+                .unwrap()
+                .get_array("$in")
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            m.get_document("dimensions.browser")
+                .unwrap()
+                .get_str("$regex")
+                .unwrap(),
+            "^Chr\\.me"
+        );
         assert_eq!(m.get_array("$and").unwrap().len(), 1);
     }
 }

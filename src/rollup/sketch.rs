@@ -176,6 +176,11 @@ impl TopK {
         rows
     }
 
+    /// Estimated count of one value.
+    pub fn estimate(&self, value: &str) -> u64 {
+        self.sketch.estimate(value)
+    }
+
     /// Events that had the attribute.
     pub fn total(&self) -> u64 {
         self.sketch.total_weight()

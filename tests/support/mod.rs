@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod frames;
 pub mod mongo;
 pub mod plugin_harness;

@@ -125,6 +125,78 @@ impl PluginProcess {
             .into_inner()
     }
 
+    /// QueryData with queries `(refId, json, from_ms, to_ms, interval_ms)`,
+    /// and request headers (e.g. `FromAlert: true`).
+    pub async fn query(
+        &self,
+        ds: &DataSource,
+        queries: &[(&str, Value, i64, i64, i64)],
+        headers: &[(&str, &str)],
+    ) -> pluginv2::QueryDataResponse {
+        self.data()
+            .query_data(pluginv2::QueryDataRequest {
+                plugin_context: Some(ds.context()),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                queries: queries
+                    .iter()
+                    .map(|(r, json, from, to, interval)| pluginv2::DataQuery {
+                        ref_id: r.to_string(),
+                        max_data_points: 1000,
+                        interval_ms: *interval,
+                        time_range: Some(pluginv2::TimeRange {
+                            from_epoch_ms: *from,
+                            to_epoch_ms: *to,
+                        }),
+                        json: serde_json::to_vec(json).expect("json"),
+                        query_type: String::new(),
+                    })
+                    .collect(),
+            })
+            .await
+            .expect("QueryData answered")
+            .into_inner()
+    }
+
+    /// CallResource: `(status, JSON body)`.
+    pub async fn call_resource(
+        &self,
+        ds: &DataSource,
+        method: &str,
+        url: &str,
+        body: &[u8],
+    ) -> (i32, Value) {
+        use futures_util::StreamExt;
+        let mut stream = self
+            .resource()
+            .call_resource(pluginv2::CallResourceRequest {
+                plugin_context: Some(ds.context()),
+                path: url.split('?').next().unwrap_or("").to_string(),
+                method: method.to_string(),
+                url: url.to_string(),
+                headers: HashMap::new(),
+                body: body.to_vec().into(),
+            })
+            .await
+            .expect("CallResource answered")
+            .into_inner();
+        let first = stream
+            .next()
+            .await
+            .expect("a response")
+            .expect("a response");
+        let mut bytes = first.body.to_vec();
+        while let Some(Ok(more)) = stream.next().await {
+            bytes.extend_from_slice(&more.body);
+        }
+        (
+            first.code,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
     /// The plugin's Prometheus metrics, as text.
     pub async fn metrics(&self, ds: &DataSource) -> String {
         let payload = self

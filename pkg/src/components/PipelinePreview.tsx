@@ -33,7 +33,8 @@ export function PipelinePreview({ query, datasource, defaultOpen = false }: Prop
     let live = true;
     const timer = setTimeout(() => {
       datasource
-        .build(query)
+        // What would run: dashboard variables replaced, as for the panel.
+        .build(datasource.applyTemplateVariables(query, {}))
         .then((r) => live && setResult(r))
         .catch((e) => live && setResult({ failed: errorText(e) }));
     }, 300);

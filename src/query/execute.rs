@@ -1,0 +1,77 @@
+//! Running pipelines: bounded by `maxTimeMS` and a row limit, with errors that
+//! say what to change.
+
+use std::time::Duration;
+
+use bson::Document;
+use futures_util::TryStreamExt;
+use mongodb::error::ErrorKind;
+use mongodb::Database;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ExecError {
+    #[error("the query took longer than {seconds} s and was stopped: narrow the time range, group by fewer dimensions, or raise queryTimeoutSeconds in the data source")]
+    Timeout { seconds: f64 },
+    #[error("MongoDB refused the query: {0}")]
+    Refused(String),
+    #[error("MongoDB could not be reached: {0}")]
+    Unreachable(String),
+}
+
+/// Rows of one aggregation, and whether the row limit cut it short.
+pub struct Fetched {
+    pub rows: Vec<Document>,
+    pub truncated: bool,
+}
+
+pub async fn aggregate(
+    db: &Database,
+    collection: &str,
+    pipeline: Vec<Document>,
+    max_time: Duration,
+    limit: usize,
+) -> Result<Fetched, ExecError> {
+    let classify = |e: mongodb::error::Error| match e.kind.as_ref() {
+        ErrorKind::Command(c) if c.code == 50 => ExecError::Timeout {
+            seconds: max_time.as_secs_f64(),
+        },
+        ErrorKind::Command(c) => {
+            ExecError::Refused(format!("{} (code {} {})", c.message, c.code, c.code_name))
+        }
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. } => ExecError::Unreachable(e.to_string()),
+        _ => ExecError::Refused(e.to_string()),
+    };
+    let run = async {
+        let mut cursor = db
+            .collection::<Document>(collection)
+            .aggregate(pipeline)
+            .max_time(max_time)
+            .batch_size(10_000)
+            .await
+            .map_err(classify)?;
+        let mut rows = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(classify)? {
+            if rows.len() == limit {
+                return Ok(Fetched {
+                    rows,
+                    truncated: true,
+                });
+            }
+            rows.push(d);
+        }
+        Ok(Fetched {
+            rows,
+            truncated: false,
+        })
+    };
+    // maxTimeMS bounds the server; this bounds the wait for it (and the network).
+    match tokio::time::timeout(max_time + Duration::from_secs(2), run).await {
+        Ok(r) => r,
+        Err(_) => Err(ExecError::Timeout {
+            seconds: max_time.as_secs_f64(),
+        }),
+    }
+}

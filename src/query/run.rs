@@ -1,0 +1,293 @@
+//! Runs a builder query: plan, read (through the cache), compute, frame.
+
+use std::time::Duration;
+
+use bson::{Bson, Document};
+use grafana_plugin_sdk::data::{Frame, Severity};
+use mongodb::Database;
+
+use super::cache::BucketCache;
+use super::compute::{self, Grid, Series};
+use super::execute::{aggregate, ExecError};
+use super::frames;
+use super::model::{parse_shift, BuilderQuery, Format, MeasureKind, ModelError};
+use super::plan::{pipeline_text, plan, Plan, PlanContext, Strategy};
+
+/// Where and how a query runs.
+pub struct Env<'a> {
+    pub db: &'a Database,
+    pub cache: Option<&'a BucketCache>,
+    /// Prefix of cache keys (the data source uid).
+    pub cache_scope: &'a str,
+    pub max_time: Duration,
+    pub now_ms: i64,
+    /// Buckets ending later than now − this may still change.
+    pub horizon_ms: i64,
+    pub max_rows: usize,
+    pub max_series: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Exec(ExecError),
+    #[error("{0}")]
+    Data(String),
+}
+
+/// What a builder query produced, before framing.
+pub struct Outcome {
+    /// The panel's start, aligned to the buckets (the grid may reach earlier for moving windows).
+    pub from_ms: i64,
+    pub series: Vec<Series>,
+    pub grid: Grid,
+    pub plan: Plan,
+    pub notices: Vec<(Severity, String)>,
+    pub executed: String,
+}
+
+/// Reads the grid of a plan, serving closed buckets from the cache.
+async fn read_grid(
+    env: &Env<'_>,
+    plan: &Plan,
+    notices: &mut Vec<(Severity, String)>,
+) -> Result<(Grid, String), RunError> {
+    let key = cache_key(env.cache_scope, plan);
+    let hit = env
+        .cache
+        .and_then(|c| c.get(&key, plan.from_ms, env.now_ms));
+    let read_from = hit
+        .as_ref()
+        .map_or(plan.from_ms, |h| h.until.min(plan.to_ms));
+    let mut pipeline = plan.pipeline.clone();
+    set_from(&mut pipeline, read_from);
+    let executed = pipeline_text(&plan.collection, &pipeline);
+    let mut grid = Grid::new();
+    if read_from < plan.to_ms {
+        let fetched = aggregate(
+            env.db,
+            &plan.collection,
+            pipeline,
+            env.max_time,
+            env.max_rows,
+        )
+        .await?;
+        if fetched.truncated {
+            notices.push((
+                Severity::Warning,
+                format!(
+                    "results cut at {} rows: narrow the time range or group by fewer dimensions",
+                    env.max_rows
+                ),
+            ));
+        }
+        grid = match plan.strategy {
+            Strategy::ServerGroup => compute::grid_from_groups(plan, &fetched.rows),
+            Strategy::FetchAndMerge => compute::grid_from_documents(plan, &fetched.rows),
+        }
+        .map_err(RunError::Data)?;
+    }
+    let served = hit.as_ref().map_or(0, |h| h.buckets);
+    if let Some(h) = hit {
+        for (k, cells) in h.grid {
+            let g = grid.entry(k).or_default();
+            for (t, c) in cells {
+                g.insert(t, c);
+            }
+        }
+    }
+    if let Some(cache) = env.cache {
+        cache.record_read(read_from > plan.from_ms, served);
+        let until = closed_until(plan, &grid, env.now_ms - env.horizon_ms);
+        cache.put(key, &grid, plan.from_ms, until, env.now_ms);
+    }
+    Ok((grid, executed))
+}
+
+/// The first bucket that may still change: one with a partial rollup, or one
+/// ending after the horizon.
+fn closed_until(plan: &Plan, grid: &Grid, horizon: i64) -> i64 {
+    let mut until = plan.from_ms;
+    for t in plan.buckets() {
+        if plan.bucket_end(t) > horizon {
+            break;
+        }
+        if grid
+            .values()
+            .any(|cells| cells.get(&t).is_some_and(|c| !c.closed))
+        {
+            break;
+        }
+        until = plan.bucket_end(t);
+    }
+    until
+}
+
+/// The plan without its time range: what makes two reads share buckets.
+fn cache_key(scope: &str, plan: &Plan) -> String {
+    let mut pipeline = plan.pipeline.clone();
+    set_from(&mut pipeline, 0);
+    if let Some(Ok(m)) = pipeline.first_mut().map(|s| s.get_document_mut("$match")) {
+        m.remove("timestamp");
+    }
+    format!(
+        "{scope}|{}|{:?}|{}",
+        plan.collection,
+        plan.bucket_ms,
+        Bson::Array(pipeline.into_iter().map(Bson::Document).collect())
+    )
+}
+
+fn set_from(pipeline: &mut [Document], from_ms: i64) {
+    if let Some(Ok(m)) = pipeline.first_mut().map(|s| s.get_document_mut("$match")) {
+        if let Ok(ts) = m.get_document_mut("timestamp") {
+            ts.insert("$gte", bson::DateTime::from_millis(from_ms));
+        }
+    }
+}
+
+pub async fn run_builder(
+    env: &Env<'_>,
+    q: &BuilderQuery,
+    ctx: &PlanContext,
+) -> Result<Outcome, RunError> {
+    let main = plan(q, ctx)?;
+    let mut notices: Vec<(Severity, String)> = main
+        .notices
+        .iter()
+        .map(|n| (Severity::Info, n.clone()))
+        .collect();
+    let (grid, executed) = read_grid(env, &main, &mut notices).await?;
+    let grid = compute::top_n(q, &main, grid);
+    let mut series = compute::series(q, &main, &grid, main.bucket_start(ctx.from_ms));
+    let mut executed_all = executed;
+
+    if let Some(c) = &q.compare {
+        let shift_ms = parse_shift(&c.shift).map_err(|r| ModelError::new("compare.shift", r))?;
+        let shifted_ctx = PlanContext {
+            from_ms: ctx.from_ms - shift_ms,
+            to_ms: ctx.to_ms - shift_ms,
+            ..ctx.clone()
+        };
+        let mut shifted = plan(q, &shifted_ctx)?;
+        // Same buckets as the main series, so the two lines align point for point.
+        shifted.bucket_ms = main.bucket_ms;
+        let (prev, executed) = read_grid(env, &shifted, &mut notices).await?;
+        // Compare the groups shown, not a separately ranked set.
+        let prev: Grid = if q.top_n.is_some() {
+            let kept: Vec<_> = grid.keys().cloned().collect();
+            let mut g = Grid::new();
+            for (k, cells) in prev {
+                if kept.contains(&k) {
+                    g.insert(k, cells);
+                } else if kept
+                    .iter()
+                    .any(|x| x.iter().all(|v| v.as_deref() == Some(compute::OTHER)))
+                {
+                    let other = g
+                        .entry(vec![
+                            Some(compute::OTHER.to_string());
+                            main.group_by.len().max(1)
+                        ])
+                        .or_default();
+                    for (t, c) in cells {
+                        other.entry(t).or_default().merge(&c);
+                    }
+                }
+            }
+            g
+        } else {
+            prev
+        };
+        let label = format!("-{}", c.shift.trim());
+        series.extend(compute::shift(
+            compute::series(
+                q,
+                &shifted,
+                &prev,
+                shifted.bucket_start(shifted_ctx.from_ms),
+            ),
+            shift_ms,
+            &label,
+        ));
+        executed_all = format!("{executed_all}\n// compare {label}\n{executed}");
+    }
+    if series.len() > env.max_series {
+        notices.push((
+            Severity::Warning,
+            format!(
+                "{} series, showing the first {}: add filters or use top-N",
+                series.len(),
+                env.max_series
+            ),
+        ));
+        series.truncate(env.max_series);
+    }
+    Ok(Outcome {
+        from_ms: main.bucket_start(ctx.from_ms),
+        series,
+        grid,
+        plan: main,
+        notices,
+        executed: executed_all,
+    })
+}
+
+/// Frames for a builder query. Alert evaluations always get one numeric
+/// series per label set, whatever the panel format.
+pub fn builder_frames(
+    q: &BuilderQuery,
+    out: &Outcome,
+    from_alert: bool,
+) -> Result<Vec<Frame>, RunError> {
+    let meta = frames::metadata(Some(out.executed.clone()), &out.notices);
+    let format = if from_alert {
+        Format::Timeseries
+    } else {
+        q.format
+    };
+    let frames = match format {
+        Format::Timeseries => frames::timeseries(&out.series, meta),
+        Format::Wide => frames::wide(&out.series, meta),
+        Format::Table => {
+            let names: Vec<String> = q
+                .measures
+                .iter()
+                .map(|m| m.alias.clone().unwrap_or_else(|| m.kind.label()))
+                .collect();
+            let numeric: Vec<Series> = out
+                .series
+                .iter()
+                .filter(|s| !matches!(q.measures[s.measure].kind, MeasureKind::Topk { .. }))
+                .cloned()
+                .collect();
+            let mut frames = if numeric.is_empty() {
+                Vec::new()
+            } else {
+                frames::table(&numeric, &out.plan.group_by, &names, meta.clone())
+                    .map_err(RunError::Data)?
+            };
+            for m in &q.measures {
+                if let MeasureKind::Topk { attribute, k } = &m.kind {
+                    let rows =
+                        compute::top_k_table(&out.plan, &out.grid, attribute, *k, out.from_ms);
+                    frames.push(
+                        frames::top_list(
+                            &format!("top {attribute}"),
+                            &out.plan.group_by,
+                            attribute,
+                            &rows,
+                            meta.clone(),
+                        )
+                        .map_err(RunError::Data)?,
+                    );
+                }
+            }
+            Ok(frames)
+        }
+    }
+    .map_err(RunError::Data)?;
+    Ok(frames)
+}
