@@ -7,6 +7,7 @@
 //! Both talk to MongoDB through [`store`], which owns connection building,
 //! collection names and error messages that never carry a password.
 
+pub mod alerting;
 pub mod daemon;
 pub mod ingest;
 pub mod plugin;

@@ -14,6 +14,7 @@ use thiserror::Error;
 use crate::ingest::auth::AuthConfig;
 use crate::ingest::writer::WriterConfig;
 use crate::ingest::Limits;
+use crate::alerting::engine::AlertingConfig;
 use crate::rollup::RollupConfig;
 use crate::store::{CollectionNames, Redactor};
 
@@ -30,6 +31,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub stats: StatsConfig,
     pub rollups: RollupConfig,
+    pub alerting: AlertingConfig,
     pub log: LogConfig,
 }
 
@@ -44,6 +46,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             stats: StatsConfig::default(),
             rollups: RollupConfig::default(),
+            alerting: AlertingConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -23,6 +23,7 @@ use crate::ingest::http::{router, ApiState};
 use crate::ingest::metrics::IngestMetrics;
 use crate::ingest::writer::Writer;
 use crate::ingest::Validator;
+use crate::alerting::engine::AlertEngine;
 use crate::rollup::engine::RollupMetrics;
 use crate::rollup::recover::recover;
 use crate::rollup::store::ensure_rollup_indexes;
@@ -78,6 +79,7 @@ pub async fn run(
     };
     let rollups = Arc::new(OnceLock::new());
     let (stop_rollups, rollups_stopped) = tokio::sync::watch::channel(false);
+    let (final_until_tx, final_until_rx) = tokio::sync::watch::channel(i64::MIN);
     let prepare_task = tokio::spawn(prepare(Preparation {
         db: db.clone(),
         names: names.clone(),
@@ -88,8 +90,16 @@ pub async fn run(
         redactor: redactor.clone(),
         rollups: rollups.clone(),
         rollup_metrics,
-        stop: rollups_stopped,
+        final_until: final_until_tx,
+        stop: rollups_stopped.clone(),
     }));
+    let alerts = if config.alerting.enabled {
+        let engine = Arc::new(AlertEngine::new(config.alerting.clone(), db.clone(), names.clone()).map_err(DaemonError::Config)?);
+        let task = tokio::spawn(engine.clone().run(final_until_rx, rollups_stopped.clone()));
+        Some((engine, task))
+    } else {
+        None
+    };
 
     let stats_task = (config.stats.interval_secs > 0.0).then(|| {
         tokio::spawn(
@@ -124,6 +134,7 @@ pub async fn run(
         readiness,
         retry_after_secs: config.ingest.retry_after_secs,
         rollups: rollups.clone(),
+        alerts: alerts.as_ref().map(|(e, _)| e.clone()),
     });
     drop(writer);
 
@@ -153,6 +164,9 @@ pub async fn run(
     let _ = stop_rollups.send(true);
     if let Ok(Some(flusher)) = prepare_task.await {
         let _ = flusher.await;
+    }
+    if let Some((_, task)) = alerts {
+        let _ = task.await;
     }
     tracing::info!("bye");
     served.map_err(|e| DaemonError::Serve(e.to_string()))
@@ -234,6 +248,7 @@ struct Preparation {
     redactor: Redactor,
     rollups: Arc<OnceLock<Arc<Rollups>>>,
     rollup_metrics: RollupMetrics,
+    final_until: tokio::sync::watch::Sender<i64>,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -295,6 +310,7 @@ async fn prepare(p: Preparation) -> Option<tokio::task::JoinHandle<()>> {
         p.names.clone(),
         &p.writer_id,
         p.rollup_metrics,
+        p.final_until,
     ));
     let interval = Duration::from_millis(p.rollup_config.flush_interval_ms);
     let mut stop_flushing = p.stop.clone();

@@ -24,6 +24,7 @@ use super::metrics::{IngestMetrics, StatusLabel};
 use super::writer::Writer;
 use super::{parse_body, Event, Rejection, Validator};
 use crate::daemon::readiness::Readiness;
+use crate::alerting::{api as alert_api, engine::AlertEngine};
 use crate::rollup::Rollups;
 
 pub struct ApiState {
@@ -39,6 +40,8 @@ pub struct ApiState {
     /// Set once recovery has rebuilt the rollup windows; events are refused
     /// (503) until then, so none is both replayed and recorded live.
     pub rollups: Arc<OnceLock<Arc<Rollups>>>,
+    /// The alert engine, when this daemon evaluates rules.
+    pub alerts: Option<Arc<AlertEngine>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -50,6 +53,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/alerts/rules", get(alert_rules))
+        .route("/v1/alerts/state", get(alert_states))
+        .route("/v1/alerts/history", get(alert_history))
         .with_state(state)
 }
 
@@ -328,6 +334,47 @@ async fn record_dead_letters(
             count = rejected.len(),
             "could not store rejected events in dead_letters: {e}"
         );
+    }
+}
+
+/// The alert API takes the same keys as the events API.
+fn alert_engine<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a AlertEngine, Response> {
+    match state.auth.check(presented_key(headers), Instant::now()) {
+        Verdict::Allowed { .. } => {}
+        Verdict::Unauthorized => return Err(error(StatusCode::UNAUTHORIZED, "a valid API key is required")),
+        Verdict::Limited { .. } => return Err(error(StatusCode::TOO_MANY_REQUESTS, "this API key is over its rate limit")),
+    }
+    state
+        .alerts
+        .as_deref()
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "alerting is not enabled in this daemon (alerting.enabled)"))
+}
+
+async fn alert_rules(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    match alert_engine(&state, &headers) {
+        Ok(e) => Json(alert_api::rules(e)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn alert_states(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    match alert_engine(&state, &headers) {
+        Ok(e) => Json(alert_api::states(e)).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn alert_history(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    match alert_engine(&state, &headers) {
+        Ok(e) => match alert_api::history(e, &params).await {
+            Ok(v) => Json(v).into_response(),
+            Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+        },
+        Err(r) => r,
     }
 }
 

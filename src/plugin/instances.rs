@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use super::settings::DataSourceSettings;
 use crate::query::cache::BucketCache;
-use crate::store::{build_client, ConnectError, Redactor};
+use crate::store::{build_client_with_tls, ConnectError, Redactor};
 
 /// A data source ready to be queried.
 pub struct Instance {
@@ -61,12 +61,7 @@ impl Instances {
         }
         // Built outside the lock: parsing an SRV URI may wait on DNS, and other
         // data sources must not queue behind it.
-        let client = build_client(
-            &settings.uri,
-            "mongopulse-grafana",
-            settings.connect_timeout,
-        )
-        .await?;
+        let client = build_client_with_tls(&settings.uri, "mongopulse-grafana", settings.connect_timeout, &settings.tls).await?;
         let instance = Arc::new(Instance {
             uid: uid.to_string(),
             redactor: Redactor::for_uri(&settings.uri),

@@ -11,7 +11,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::query::plan::Retention;
-use crate::store::CollectionNames;
+use crate::store::{ClientTls, CollectionNames};
 
 /// Key of the connection URI in `secureJsonData`.
 pub const URI_KEY: &str = "uri";
@@ -33,6 +33,7 @@ pub struct DataSourceSettings {
     pub cache_max_bytes: usize,
     /// Buckets ending later than now minus this may still change, so are not cached.
     pub cache_horizon: Duration,
+    pub tls: ClientTls,
 }
 
 impl fmt::Debug for DataSourceSettings {
@@ -46,6 +47,7 @@ impl fmt::Debug for DataSourceSettings {
             .field("retention", &self.retention)
             .field("cache_max_bytes", &self.cache_max_bytes)
             .field("cache_horizon", &self.cache_horizon)
+            .field("tls", &self.tls.enabled)
             .finish()
     }
 }
@@ -68,6 +70,16 @@ struct JsonData {
     retention_days: Option<Retention>,
     cache_max_megabytes: Option<f64>,
     cache_horizon_seconds: Option<f64>,
+    #[serde(default)]
+    tls: bool,
+    #[serde(rename = "tlsCAFile")]
+    tls_ca_file: Option<String>,
+    tls_certificate_key_file: Option<String>,
+    #[serde(default)]
+    tls_allow_invalid_certificates: bool,
+    /// The editors' default for new queries; the backend's default is auto.
+    #[allow(dead_code)]
+    default_granularity: Option<String>,
 }
 
 pub const DEFAULT_DATABASE: &str = "analytics";
@@ -95,6 +107,11 @@ impl DataSourceSettings {
                 retention_days: None,
                 cache_max_megabytes: None,
                 cache_horizon_seconds: None,
+                tls: false,
+                tls_ca_file: None,
+                tls_certificate_key_file: None,
+                tls_allow_invalid_certificates: false,
+                default_granularity: None,
             },
             v => serde_json::from_value(v.clone()).map_err(|e| SettingsError::Invalid {
                 field: "jsonData".into(),
@@ -137,6 +154,17 @@ impl DataSourceSettings {
             },
             cache_horizon: seconds("cacheHorizonSeconds", data.cache_horizon_seconds)?
                 .unwrap_or(Duration::from_secs(300)),
+            tls: ClientTls {
+                enabled: data.tls,
+                ca_file: data.tls_ca_file.filter(|s| !s.trim().is_empty()),
+                cert_key_file: data.tls_certificate_key_file.filter(|s| !s.trim().is_empty()),
+                cert_key_password: secure_json_data
+                    .get("tlsCertificateKeyFilePassword")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+                allow_invalid_certificates: data.tls_allow_invalid_certificates,
+            },
         })
     }
 }
@@ -182,6 +210,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("connectTimeoutSeconds"), "{e}");
+    }
+
+    #[test]
+    fn tls_options_from_the_config_editor() {
+        let s = DataSourceSettings::from_grafana(
+            &json!({"tls": true, "tlsCAFile": "/etc/ca.pem", "tlsCertificateKeyFile": "", "tlsAllowInvalidCertificates": true, "defaultGranularity": "hour"}),
+            &json!({"uri": "mongodb://h", "tlsCertificateKeyFilePassword": "pw"}),
+        )
+        .unwrap();
+        assert!(s.tls.enabled && s.tls.allow_invalid_certificates);
+        assert_eq!(s.tls.ca_file.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(s.tls.cert_key_file, None);
+        assert_eq!(s.tls.cert_key_password.as_deref(), Some("pw"));
+        assert!(!format!("{s:?}").contains("pw\""));
     }
 
     #[test]

@@ -530,11 +530,12 @@ pub fn totals(
     plan: &Plan,
     grid: &Grid,
     from_ms: i64,
+    to_ms: i64,
 ) -> Vec<(usize, BTreeMap<String, String>, Option<f64>)> {
     let mut out = Vec::new();
     for (key, cells) in grid {
         let mut total = Cell::default();
-        for c in cells.range(from_ms..plan.to_ms).map(|(_, c)| c) {
+        for c in cells.range(from_ms..to_ms).map(|(_, c)| c) {
             total.merge_first(c.clone());
         }
         let labels: BTreeMap<String, String> = plan
@@ -547,7 +548,7 @@ pub fn totals(
             out.push((
                 mi,
                 labels.clone(),
-                value(&m.kind, plan, &total, plan.to_ms - from_ms),
+                value(&m.kind, plan, &total, to_ms - from_ms),
             ));
         }
     }

@@ -101,6 +101,8 @@ pub struct Rollups {
     last_finalized: AtomicI64,
     /// Serialises flushes (the timer and the final flush at shutdown).
     flushing: tokio::sync::Mutex<()>,
+    /// Every minute before this is final and written; the alert engine waits on it.
+    final_until: tokio::sync::watch::Sender<i64>,
 }
 
 impl Rollups {
@@ -110,8 +112,10 @@ impl Rollups {
         names: CollectionNames,
         writer: &str,
         metrics: RollupMetrics,
+        final_until: tokio::sync::watch::Sender<i64>,
     ) -> Rollups {
         Rollups {
+            final_until,
             windows: Mutex::new(windows),
             db,
             names,
@@ -220,6 +224,13 @@ impl Rollups {
                 }
                 if written > 0 && cp.watermark_ms > i64::MIN / 2 {
                     save_checkpoint(&self.db, &self.names, &self.writer, cp, now_ms).await?;
+                }
+                if cp.minutes_ms > i64::MIN / 2 && cp.minutes_ms < i64::MAX / 2 {
+                    self.final_until.send_if_modified(|v| {
+                        let changed = cp.minutes_ms > *v;
+                        *v = (*v).max(cp.minutes_ms);
+                        changed
+                    });
                 }
                 self.metrics
                     .flush_seconds

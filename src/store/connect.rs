@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use mongodb::error::ErrorKind;
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, Tls, TlsOptions};
 use mongodb::Client;
 use thiserror::Error;
 
@@ -32,12 +32,38 @@ pub enum ConnectError {
     Server { hosts: String, reason: String },
 }
 
+/// TLS settings given beside the URI (the data source's TLS options). They
+/// add to what the URI says; a URI with `tls=true` needs none of them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientTls {
+    pub enabled: bool,
+    pub ca_file: Option<String>,
+    pub cert_key_file: Option<String>,
+    pub cert_key_password: Option<String>,
+    pub allow_invalid_certificates: bool,
+}
+
+impl ClientTls {
+    fn requested(&self) -> bool {
+        self.enabled || self.ca_file.is_some() || self.cert_key_file.is_some() || self.allow_invalid_certificates
+    }
+}
+
 /// Parses `uri` and builds a client whose server selection and connection
 /// attempts give up after `timeout`. Creating the client does not connect.
 pub async fn build_client(
     uri: &str,
     app_name: &str,
     timeout: Duration,
+) -> Result<Client, ConnectError> {
+    build_client_with_tls(uri, app_name, timeout, &ClientTls::default()).await
+}
+
+pub async fn build_client_with_tls(
+    uri: &str,
+    app_name: &str,
+    timeout: Duration,
+    tls: &ClientTls,
 ) -> Result<Client, ConnectError> {
     let redactor = Redactor::for_uri(uri);
     // An SRV URI resolves DNS while parsing, so parsing needs the bound too.
@@ -53,6 +79,25 @@ pub async fn build_client(
     options.app_name.get_or_insert_with(|| app_name.to_string());
     options.server_selection_timeout = Some(timeout);
     options.connect_timeout = Some(timeout);
+    if tls.requested() {
+        let mut t = match options.tls.take() {
+            Some(Tls::Enabled(t)) => t,
+            _ => TlsOptions::default(),
+        };
+        if let Some(ca) = &tls.ca_file {
+            t.ca_file_path = Some(ca.into());
+        }
+        if let Some(key) = &tls.cert_key_file {
+            t.cert_key_file_path = Some(key.into());
+        }
+        if let Some(p) = &tls.cert_key_password {
+            t.tls_certificate_key_file_password = Some(p.as_bytes().to_vec());
+        }
+        if tls.allow_invalid_certificates {
+            t.allow_invalid_certificates = Some(true);
+        }
+        options.tls = Some(Tls::Enabled(t));
+    }
     Client::with_options(options).map_err(|e| ConnectError::InvalidUri {
         reason: redactor.clean(&driver_message(&e)),
     })

@@ -10,5 +10,5 @@ mod redact;
 pub mod schema;
 
 pub use collections::{CollectionNames, ROLLUP_LEVELS};
-pub use connect::{build_client, classify_error, ConnectError};
+pub use connect::{build_client, build_client_with_tls, classify_error, ClientTls, ConnectError};
 pub use redact::Redactor;

@@ -1,0 +1,16 @@
+//! Alerting: the seed's real-time rules, evaluated at every minute the
+//! rollups finalise, with a state machine per instance and real notifiers.
+//!
+//! In: rules (a provisioning file and `alert_rules`) and the rollups. Out:
+//! transitions in `alerts` with their notification log, notifications
+//! (webhook, Slack, email, Grafana Alertmanager), and a JSON API.
+//! Pure parts: [`rules`] (shape and checks), [`condition`], [`state`].
+//! Drivers: [`evaluate`] (reads measures), [`engine`], [`api`].
+
+pub mod api;
+pub mod condition;
+pub mod engine;
+pub mod evaluate;
+pub mod notify;
+pub mod rules;
+pub mod state;
