@@ -43,13 +43,18 @@ fn grouped_rows() -> Vec<Document> {
 }
 
 fn frames_bench(c: &mut Criterion) {
-    let q = builder(serde_json::json!({ "eventType": "page_view", "measures": [{"type": "count"}], "groupBy": ["country"] }));
+    let q = builder(
+        serde_json::json!({ "eventType": "page_view", "measures": [{"type": "count"}], "groupBy": ["country"] }),
+    );
     let ctx = PlanContext {
         from_ms: T0,
         to_ms: T0 + BUCKETS * 60_000,
         interval_ms: 60_000,
         now_ms: T0 + BUCKETS * 60_000,
-        retention: Retention { minute: 0.0, ..Retention::default() },
+        retention: Retention {
+            minute: 0.0,
+            ..Retention::default()
+        },
         collections: CollectionNames::default(),
     };
     let p = plan(&q, &ctx).expect("plan");
@@ -78,7 +83,15 @@ async fn seed(db: &mongodb::Database) {
     let start = now - now.rem_euclid(60_000) - 24 * 3_600_000;
     let mut docs = Vec::new();
     for m in 0..1440i64 {
-        for (i, (c, d, br)) in ["FR", "US", "DE"].iter().flat_map(|c| ["mobile", "desktop"].iter().flat_map(move |d| ["Chrome", "Safari"].iter().map(move |b| (c, d, b)))).enumerate() {
+        for (i, (c, d, br)) in ["FR", "US", "DE"]
+            .iter()
+            .flat_map(|c| {
+                ["mobile", "desktop"]
+                    .iter()
+                    .flat_map(move |d| ["Chrome", "Safari"].iter().map(move |b| (c, d, b)))
+            })
+            .enumerate()
+        {
             docs.push(doc! {
                 "_id": format!("bench:{m}:{i}"), "spec": "default", "granularity": "minute", "writer": "bench", "final": true,
                 "timestamp": bson::DateTime::from_millis(start + m * 60_000),
@@ -94,15 +107,21 @@ async fn seed(db: &mongodb::Database) {
 
 fn cache_bench(c: &mut Criterion) {
     let Ok(uri) = std::env::var("MONGODB_URI") else {
-        eprintln!("cache benchmark skipped: set MONGODB_URI (scripts/bench-query.sh starts the stand-in)");
+        eprintln!(
+            "cache benchmark skipped: set MONGODB_URI (scripts/bench-query.sh starts the stand-in)"
+        );
         return;
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let client = rt.block_on(mongodb::Client::with_uri_str(&uri)).expect("client");
+    let client = rt
+        .block_on(mongodb::Client::with_uri_str(&uri))
+        .expect("client");
     let db = client.database("mongopulse_bench");
     rt.block_on(seed(&db));
     let now = chrono::Utc::now().timestamp_millis();
-    let q = builder(serde_json::json!({ "eventType": "page_view", "measures": [{"type": "count"}, {"type": "avg", "metric": "pageLoadTime"}], "groupBy": ["country", "deviceType", "browser"] }));
+    let q = builder(
+        serde_json::json!({ "eventType": "page_view", "measures": [{"type": "count"}, {"type": "avg", "metric": "pageLoadTime"}], "groupBy": ["country", "deviceType", "browser"] }),
+    );
     let ctx = PlanContext {
         from_ms: now - 24 * 3_600_000,
         to_ms: now,
@@ -125,18 +144,44 @@ fn cache_bench(c: &mut Criterion) {
     let db: &'static mongodb::Database = Box::leak(Box::new(db));
     let cache: &'static BucketCache = Box::leak(Box::new(cache));
     // Warm the cache once.
-    rt.block_on(run_builder(&env(Some(cache), db), &q, &ctx)).expect("warm");
+    rt.block_on(run_builder(&env(Some(cache), db), &q, &ctx))
+        .expect("warm");
     let mut g = c.benchmark_group("cache");
     g.sample_size(10);
     g.bench_function("from_database", |b| {
-        b.iter(|| rt.block_on(async { builder_frames(&q, &run_builder(&env(None, db), &q, &ctx).await.expect("query"), false).expect("frames").len() }))
+        b.iter(|| {
+            rt.block_on(async {
+                builder_frames(
+                    &q,
+                    &run_builder(&env(None, db), &q, &ctx).await.expect("query"),
+                    false,
+                )
+                .expect("frames")
+                .len()
+            })
+        })
     });
     g.bench_function("from_cache", |b| {
-        b.iter(|| rt.block_on(async { builder_frames(&q, &run_builder(&env(Some(cache), db), &q, &ctx).await.expect("query"), false).expect("frames").len() }))
+        b.iter(|| {
+            rt.block_on(async {
+                builder_frames(
+                    &q,
+                    &run_builder(&env(Some(cache), db), &q, &ctx)
+                        .await
+                        .expect("query"),
+                    false,
+                )
+                .expect("frames")
+                .len()
+            })
+        })
     });
     g.finish();
     let s = cache.stats();
-    eprintln!("cache: {} tail reads, {} buckets served", s.tail_reads, s.buckets_served);
+    eprintln!(
+        "cache: {} tail reads, {} buckets served",
+        s.tail_reads, s.buckets_served
+    );
 }
 
 criterion_group!(benches, frames_bench, cache_bench);

@@ -29,7 +29,11 @@ fn duration_ms(v: &Value) -> i64 {
 #[test]
 fn conditions_and_transitions_match_the_golden_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/alerting");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
     files.sort();
     assert!(files.len() >= 7);
     for f in files {
@@ -44,22 +48,53 @@ fn conditions_and_transitions_match_the_golden_files() {
             let series: Vec<f64> = series.iter().map(|v| v.as_f64().unwrap()).collect();
             let n = g["baselineSize"].as_u64().unwrap() as usize;
             (n..series.len())
-                .map(|i| (i as i64, Observation { value: Some(series[i]), previous: None, baseline: series[i - n..i].to_vec() }))
+                .map(|i| {
+                    (
+                        i as i64,
+                        Observation {
+                            value: Some(series[i]),
+                            previous: None,
+                            baseline: series[i - n..i].to_vec(),
+                        },
+                    )
+                })
                 .collect()
         } else {
             g["steps"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|s| (s["minute"].as_i64().unwrap(), Observation { value: s["value"].as_f64(), previous: s["previous"].as_f64(), baseline: Vec::new() }))
+                .map(|s| {
+                    (
+                        s["minute"].as_i64().unwrap(),
+                        Observation {
+                            value: s["value"].as_f64(),
+                            previous: s["previous"].as_f64(),
+                            baseline: Vec::new(),
+                        },
+                    )
+                })
                 .collect()
         };
         let mut phase = Phase::Normal;
         let got: Vec<&str> = observations
             .iter()
-            .map(|(minute, o)| name(step(&mut phase, evaluate(&condition, o).holds, minute * 60_000, for_ms, repeat)))
+            .map(|(minute, o)| {
+                name(step(
+                    &mut phase,
+                    evaluate(&condition, o).holds,
+                    minute * 60_000,
+                    for_ms,
+                    repeat,
+                ))
+            })
             .collect();
-        let want: Vec<&str> = g["expected"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let want: Vec<&str> = g["expected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert_eq!(got, want, "{}: {}", f.display(), g["description"]);
     }
 }

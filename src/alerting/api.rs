@@ -31,7 +31,11 @@ fn time_param(p: &HashMap<String, String>, key: &str) -> Result<Option<i64>, Str
 /// Transitions, newest first: `?rule=&instance=&state=&from=&to=&limit=` (limit ≤ 1000, default 100).
 pub async fn history(engine: &AlertEngine, p: &HashMap<String, String>) -> Result<Value, String> {
     let mut filter = Document::new();
-    for (param, field) in [("rule", "ruleId"), ("instance", "instance"), ("state", "state")] {
+    for (param, field) in [
+        ("rule", "ruleId"),
+        ("instance", "instance"),
+        ("state", "state"),
+    ] {
         if let Some(v) = p.get(param).filter(|v| !v.is_empty()) {
             filter.insert(field, v.as_str());
         }
@@ -48,7 +52,11 @@ pub async fn history(engine: &AlertEngine, p: &HashMap<String, String>) -> Resul
     }
     let limit = match p.get("limit") {
         None => 100,
-        Some(l) => l.parse::<i64>().ok().filter(|l| (1..=1000).contains(l)).ok_or_else(|| format!("limit must be 1 to 1000, got '{l}'"))?,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| format!("limit must be 1 to 1000, got '{l}'"))?,
     };
     let docs: Vec<Document> = engine
         .db()
@@ -61,6 +69,9 @@ pub async fn history(engine: &AlertEngine, p: &HashMap<String, String>) -> Resul
         .try_collect()
         .await
         .map_err(|e| format!("reading alerts: {e}"))?;
-    let items: Vec<Value> = docs.into_iter().map(|d| bson::Bson::Document(d).into_relaxed_extjson()).collect();
+    let items: Vec<Value> = docs
+        .into_iter()
+        .map(|d| bson::Bson::Document(d).into_relaxed_extjson())
+        .collect();
     Ok(json!({ "transitions": items }))
 }

@@ -53,7 +53,11 @@ pub fn evaluate(c: &Condition, o: &Observation) -> Verdict {
             } else {
                 (now - before) / before.abs() * 100.0
             };
-            let holds = if *percent < 0.0 { change <= *percent } else { change >= *percent };
+            let holds = if *percent < 0.0 {
+                change <= *percent
+            } else {
+                change >= *percent
+            };
             Verdict {
                 holds,
                 shown: Some(change),
@@ -63,9 +67,14 @@ pub fn evaluate(c: &Condition, o: &Observation) -> Verdict {
             holds: v.unwrap_or(0.0) == 0.0,
             shown: Some(v.unwrap_or(0.0)),
         },
-        Condition::Anomaly { sigmas, direction, .. } => {
+        Condition::Anomaly {
+            sigmas, direction, ..
+        } => {
             let (Some(now), true) = (v, o.baseline.len() >= 5) else {
-                return Verdict { holds: false, shown: None };
+                return Verdict {
+                    holds: false,
+                    shown: None,
+                };
             };
             let n = o.baseline.len() as f64;
             let mean = o.baseline.iter().sum::<f64>() / n;

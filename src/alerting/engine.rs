@@ -90,7 +90,11 @@ fn instance_key(labels: &Labels) -> String {
     if labels.is_empty() {
         return "all".into();
     }
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn date(ms: i64) -> DateTime<Utc> {
@@ -101,13 +105,19 @@ fn date(ms: i64) -> DateTime<Utc> {
 fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = template.to_string();
     for (k, v) in vars {
-        out = out.replace(&format!("{{{{{k}}}}}"), v).replace(&format!("{{{{ {k} }}}}"), v);
+        out = out
+            .replace(&format!("{{{{{k}}}}}"), v)
+            .replace(&format!("{{{{ {k} }}}}"), v);
     }
     out
 }
 
 impl AlertEngine {
-    pub fn new(config: AlertingConfig, db: Database, names: CollectionNames) -> Result<AlertEngine, String> {
+    pub fn new(
+        config: AlertingConfig,
+        db: Database,
+        names: CollectionNames,
+    ) -> Result<AlertEngine, String> {
         for n in &config.notifiers {
             n.validate()?;
         }
@@ -145,7 +155,12 @@ impl AlertEngine {
                 Err(e) => errors.push(e),
             }
         }
-        match self.db.collection::<Document>(&self.names.alert_rules).find(doc! {}).await {
+        match self
+            .db
+            .collection::<Document>(&self.names.alert_rules)
+            .find(doc! {})
+            .await
+        {
             Ok(cursor) => {
                 let docs: Vec<Document> = cursor.try_collect().await.unwrap_or_default();
                 for mut d in docs {
@@ -154,11 +169,14 @@ impl AlertEngine {
                     if let (Some(Bson::String(s)), false) = (&id, d.contains_key("id")) {
                         d.insert("id", s.clone());
                     }
-                    let parsed: Result<RuleConfig, String> = bson::from_document(d).map_err(|e| format!("alert_rules {id:?}: {e}"));
+                    let parsed: Result<RuleConfig, String> =
+                        bson::from_document(d).map_err(|e| format!("alert_rules {id:?}: {e}"));
                     match parsed.and_then(|c| Rule::check(c, "collection", &known)) {
-                        Ok(r) if all.iter().any(|x: &Rule| x.config.id == r.config.id) => {
-                            errors.push(format!("rule '{}': defined in the file and in alert_rules; the file wins", r.config.id))
-                        }
+                        Ok(r) if all.iter().any(|x: &Rule| x.config.id == r.config.id) => errors
+                            .push(format!(
+                                "rule '{}': defined in the file and in alert_rules; the file wins",
+                                r.config.id
+                            )),
                         Ok(r) => all.push(r),
                         Err(e) => errors.push(e),
                     }
@@ -187,22 +205,38 @@ impl AlertEngine {
             .aggregate(pipeline)
             .await
             .map_err(|e| format!("reading alert states: {e}"))?;
-        let rows: Vec<Document> = cursor.try_collect().await.map_err(|e| format!("reading alert states: {e}"))?;
+        let rows: Vec<Document> = cursor
+            .try_collect()
+            .await
+            .map_err(|e| format!("reading alert states: {e}"))?;
         let mut states = Self::lock(&self.states);
         for r in rows {
-            let Ok(last) = r.get_document("last") else { continue };
-            let since = last.get_datetime("startsAt").or_else(|_| last.get_datetime("at")).map(|d| d.timestamp_millis()).unwrap_or(0);
+            let Ok(last) = r.get_document("last") else {
+                continue;
+            };
+            let since = last
+                .get_datetime("startsAt")
+                .or_else(|_| last.get_datetime("at"))
+                .map(|d| d.timestamp_millis())
+                .unwrap_or(0);
             let phase = match last.get_str("state").unwrap_or("") {
                 "pending" => Phase::Pending { since },
                 "firing" => Phase::Firing {
                     since,
-                    notified: last.get_datetime("notifiedAt").map(|d| d.timestamp_millis()).unwrap_or(since),
+                    notified: last
+                        .get_datetime("notifiedAt")
+                        .map(|d| d.timestamp_millis())
+                        .unwrap_or(since),
                 },
                 _ => continue,
             };
             let labels: Labels = last
                 .get_document("labels")
-                .map(|l| l.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                        .collect()
+                })
                 .unwrap_or_default();
             let rule_id = last.get_str("ruleId").unwrap_or("").to_string();
             let instance = last.get_str("instance").unwrap_or("").to_string();
@@ -213,10 +247,17 @@ impl AlertEngine {
                     rule_name: last.get_str("ruleName").unwrap_or("").to_string(),
                     instance,
                     labels,
-                    state: if matches!(phase, Phase::Pending { .. }) { "pending" } else { "firing" },
+                    state: if matches!(phase, Phase::Pending { .. }) {
+                        "pending"
+                    } else {
+                        "firing"
+                    },
                     since: Some(date(since)),
                     value: last.get_f64("value").ok(),
-                    evaluated_at: last.get_datetime("at").map(|d| date(d.timestamp_millis())).unwrap_or_default(),
+                    evaluated_at: last
+                        .get_datetime("at")
+                        .map(|d| date(d.timestamp_millis()))
+                        .unwrap_or_default(),
                     phase,
                 },
             );
@@ -232,7 +273,9 @@ impl AlertEngine {
             match *last {
                 None => t_end,
                 Some(l) if l >= t_end => return,
-                Some(l) => (l + 60_000).max(t_end - self.config.max_catch_up_minutes as i64 * 60_000),
+                Some(l) => {
+                    (l + 60_000).max(t_end - self.config.max_catch_up_minutes as i64 * 60_000)
+                }
             }
         };
         let mut t = start;
@@ -244,7 +287,11 @@ impl AlertEngine {
     }
 
     pub async fn evaluate_at(self: &Arc<Self>, t: i64) {
-        let rules: Vec<Rule> = Self::lock(&self.rules).iter().filter(|r| r.config.enabled).cloned().collect();
+        let rules: Vec<Rule> = Self::lock(&self.rules)
+            .iter()
+            .filter(|r| r.config.enabled)
+            .cloned()
+            .collect();
         let source = Source {
             db: &self.db,
             names: &self.names,
@@ -263,7 +310,12 @@ impl AlertEngine {
     }
 
     /// Steps every instance of `rule` (observed now, or in alert before) and stores what changed.
-    async fn apply(self: &Arc<Self>, rule: &Rule, t: i64, mut observations: BTreeMap<Labels, Observation>) {
+    async fn apply(
+        self: &Arc<Self>,
+        rule: &Rule,
+        t: i64,
+        mut observations: BTreeMap<Labels, Observation>,
+    ) {
         let known: Vec<(String, Labels)> = Self::lock(&self.states)
             .values()
             .filter(|s| s.rule_id == rule.config.id && !matches!(s.phase, Phase::Normal))
@@ -312,20 +364,54 @@ impl AlertEngine {
                 (tr, since)
             };
             if transition != Transition::Stay {
-                self.record(rule, &labels, &instance, transition, verdict.shown, since, t).await;
+                self.record(
+                    rule,
+                    &labels,
+                    &instance,
+                    transition,
+                    verdict.shown,
+                    since,
+                    t,
+                )
+                .await;
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn record(self: &Arc<Self>, rule: &Rule, labels: &Labels, instance: &str, tr: Transition, value: Option<f64>, since: i64, t: i64) {
+    async fn record(
+        self: &Arc<Self>,
+        rule: &Rule,
+        labels: &Labels,
+        instance: &str,
+        tr: Transition,
+        value: Option<f64>,
+        since: i64,
+        t: i64,
+    ) {
         let threshold = rule.config.condition.threshold();
         let mut vars: BTreeMap<String, String> = labels.clone();
-        vars.insert("value".into(), value.map_or("no data".into(), |v| format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()));
-        vars.insert("threshold".into(), threshold.map_or(String::new(), |v| v.to_string()));
+        vars.insert(
+            "value".into(),
+            value.map_or("no data".into(), |v| {
+                format!("{v:.4}")
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+                    .to_string()
+            }),
+        );
+        vars.insert(
+            "threshold".into(),
+            threshold.map_or(String::new(), |v| v.to_string()),
+        );
         vars.insert("rule".into(), rule.name.clone());
         vars.insert("instance".into(), instance.to_string());
-        let mut annotations: BTreeMap<String, String> = rule.config.annotations.iter().map(|(k, v)| (k.clone(), render(v, &vars))).collect();
+        let mut annotations: BTreeMap<String, String> = rule
+            .config
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), render(v, &vars)))
+            .collect();
         annotations
             .entry("summary".into())
             .or_insert_with(|| format!("{} ({instance}): {}", rule.name, vars["value"]));
@@ -353,7 +439,10 @@ impl AlertEngine {
         if resolved {
             d.insert("endsAt", bson::DateTime::from_millis(t));
         }
-        let notify = matches!(tr, Transition::Fire | Transition::Repeat | Transition::Resolve);
+        let notify = matches!(
+            tr,
+            Transition::Fire | Transition::Repeat | Transition::Resolve
+        );
         if notify {
             d.insert("notifiedAt", bson::DateTime::from_millis(t));
         }
@@ -373,7 +462,11 @@ impl AlertEngine {
             rule_id: rule.config.id.clone(),
             rule_name: rule.name.clone(),
             instance: instance.to_string(),
-            state: if resolved { NotifyState::Resolved } else { NotifyState::Firing },
+            state: if resolved {
+                NotifyState::Resolved
+            } else {
+                NotifyState::Firing
+            },
             severity: rule.config.severity.clone(),
             labels: all_labels,
             annotations,
@@ -381,7 +474,11 @@ impl AlertEngine {
             threshold,
             starts_at: date(since),
             ends_at: resolved.then(|| date(t)),
-            generator_url: format!("{}/v1/alerts/history?rule={}", self.config.public_url.trim_end_matches('/'), rule.config.id),
+            generator_url: format!(
+                "{}/v1/alerts/history?rule={}",
+                self.config.public_url.trim_end_matches('/'),
+                rule.config.id
+            ),
             repeat: tr == Transition::Repeat,
         };
         // Notifying never holds up evaluation: the log is added when the sends finish.
@@ -394,7 +491,10 @@ impl AlertEngine {
                 let _ = engine
                     .db
                     .collection::<Document>(&engine.names.alerts)
-                    .update_one(doc! { "_id": id }, doc! { "$set": { "notifications": log } })
+                    .update_one(
+                        doc! { "_id": id },
+                        doc! { "$set": { "notifications": log } },
+                    )
                     .await;
             }
         });
@@ -427,7 +527,11 @@ impl AlertEngine {
     }
 
     /// Runs until `stop`: evaluates when the rollups finalise minutes, reloads rules every minute.
-    pub async fn run(self: Arc<Self>, mut final_until: watch::Receiver<i64>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut final_until: watch::Receiver<i64>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         self.reload_rules().await;
         if let Err(e) = self.restore().await {
             tracing::warn!("{e}; alert states start fresh");

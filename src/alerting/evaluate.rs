@@ -50,7 +50,12 @@ fn query(rule: &Rule, measure: MeasureKind) -> BuilderQuery {
 
 impl Source<'_> {
     /// Reads [from, t) once, minute by minute.
-    async fn read(&self, q: &BuilderQuery, from: i64, to: i64) -> Result<crate::query::run::Outcome, RunError> {
+    async fn read(
+        &self,
+        q: &BuilderQuery,
+        from: i64,
+        to: i64,
+    ) -> Result<crate::query::run::Outcome, RunError> {
         let env = Env {
             db: self.db,
             cache: None,
@@ -67,18 +72,32 @@ impl Source<'_> {
             interval_ms: 60_000,
             now_ms: to,
             // Minute rollups for any window a rule can have.
-            retention: Retention { minute: 0.0, ..Retention::default() },
+            retention: Retention {
+                minute: 0.0,
+                ..Retention::default()
+            },
             collections: self.names.clone(),
         };
         run_builder(&env, q, &ctx).await
     }
 
     /// Observations of every group of `rule` at `t`.
-    pub async fn observe(&self, rule: &Rule, t: i64) -> Result<BTreeMap<Labels, Observation>, RunError> {
+    pub async fn observe(
+        &self,
+        rule: &Rule,
+        t: i64,
+    ) -> Result<BTreeMap<Labels, Observation>, RunError> {
         let w = rule.window.as_millis() as i64;
         let mut out: BTreeMap<Labels, Observation> = BTreeMap::new();
-        let totals = |q: &BuilderQuery, o: &crate::query::run::Outcome, from: i64, to: i64| -> BTreeMap<Labels, Option<f64>> {
-            compute::totals(q, &o.plan, &o.grid, from, to).into_iter().map(|(_, l, v)| (l, v)).collect()
+        let totals = |q: &BuilderQuery,
+                      o: &crate::query::run::Outcome,
+                      from: i64,
+                      to: i64|
+         -> BTreeMap<Labels, Option<f64>> {
+            compute::totals(q, &o.plan, &o.grid, from, to)
+                .into_iter()
+                .map(|(_, l, v)| (l, v))
+                .collect()
         };
         match &rule.config.condition {
             Condition::Absent { minutes } => {
@@ -106,7 +125,9 @@ impl Source<'_> {
                     out.entry(labels).or_default().previous = v;
                 }
             }
-            Condition::Anomaly { baseline_minutes, .. } => {
+            Condition::Anomaly {
+                baseline_minutes, ..
+            } => {
                 let q = query(rule, rule.config.measure.kind.clone());
                 let b = *baseline_minutes as i64 * 60_000;
                 let o = self.read(&q, t - w - b, t).await?;
@@ -119,9 +140,14 @@ impl Source<'_> {
                 for j in (1..=slices).rev() {
                     let (from, to) = (t - (j + 1) * w, t - j * w);
                     let values = totals(&q, &o, from, to);
-                    let groups: std::collections::BTreeSet<Labels> = out.keys().cloned().chain(values.keys().cloned()).collect();
+                    let groups: std::collections::BTreeSet<Labels> =
+                        out.keys().cloned().chain(values.keys().cloned()).collect();
                     for labels in groups {
-                        let v = values.get(&labels).copied().flatten().or(if additive { Some(0.0) } else { None });
+                        let v = values.get(&labels).copied().flatten().or(if additive {
+                            Some(0.0)
+                        } else {
+                            None
+                        });
                         if let Some(v) = v {
                             out.entry(labels).or_default().baseline.push(v);
                         }

@@ -156,16 +156,28 @@ fn minutes(rule: &str, field: &str, text: &str, allow_zero: bool) -> Result<Dura
     }
     let ms = parse_shift(t).map_err(|e| format!("rule '{rule}': {field}: {e}"))?;
     if ms % 60_000 != 0 {
-        return Err(format!("rule '{rule}': {field} must be whole minutes (rules are evaluated per minute)"));
+        return Err(format!(
+            "rule '{rule}': {field} must be whole minutes (rules are evaluated per minute)"
+        ));
     }
     Ok(Duration::from_millis(ms as u64))
 }
 
 impl Rule {
-    pub fn check(config: RuleConfig, source: &'static str, known_notifiers: &[String]) -> Result<Rule, String> {
+    pub fn check(
+        config: RuleConfig,
+        source: &'static str,
+        known_notifiers: &[String],
+    ) -> Result<Rule, String> {
         let id = config.id.clone();
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
-            return Err(format!("rule '{id}': id must be letters, digits, '_', '-' or '.'"));
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(format!(
+                "rule '{id}': id must be letters, digits, '_', '-' or '.'"
+            ));
         }
         // Reuse the query model's checks for the measure and filters.
         let as_query = serde_json::json!({
@@ -175,22 +187,37 @@ impl Rule {
             "filters": config.filters,
             "groupBy": config.group_by,
         });
-        crate::query::model::parse(&as_query).map_err(|e| format!("rule '{id}': {}", e.to_string().replace("measures[0]", "measure")))?;
+        crate::query::model::parse(&as_query).map_err(|e| {
+            format!(
+                "rule '{id}': {}",
+                e.to_string().replace("measures[0]", "measure")
+            )
+        })?;
         if matches!(config.measure.kind, MeasureKind::Topk { .. }) {
-            return Err(format!("rule '{id}': measure: a top-K list is not a number to alert on"));
+            return Err(format!(
+                "rule '{id}': measure: a top-K list is not a number to alert on"
+            ));
         }
         let window = minutes(&id, "window", &config.window, false)?;
         let for_ = minutes(&id, "for", &config.for_, true)?;
         let repeat = minutes(&id, "repeatInterval", &config.repeat_interval, true)?;
         match &config.condition {
-            Condition::Anomaly { sigmas, baseline_minutes, .. } if !(*sigmas > 0.0) || *baseline_minutes < 5 => {
-                return Err(format!("rule '{id}': condition: an anomaly needs sigmas > 0 and baselineMinutes ≥ 5"));
+            Condition::Anomaly {
+                sigmas,
+                baseline_minutes,
+                ..
+            } if !(*sigmas > 0.0) || *baseline_minutes < 5 => {
+                return Err(format!(
+                    "rule '{id}': condition: an anomaly needs sigmas > 0 and baselineMinutes ≥ 5"
+                ));
             }
             Condition::Absent { minutes } if *minutes == 0 => {
                 return Err(format!("rule '{id}': condition.minutes must be at least 1"));
             }
             Condition::Equal { tolerance, .. } if *tolerance < 0.0 => {
-                return Err(format!("rule '{id}': condition.tolerance must not be negative"));
+                return Err(format!(
+                    "rule '{id}': condition.tolerance must not be negative"
+                ));
             }
             Condition::Change { percent } if *percent == 0.0 => {
                 return Err(format!("rule '{id}': condition.percent must be negative (a drop) or positive (a rise), not 0"));
@@ -201,7 +228,11 @@ impl Rule {
             if !known_notifiers.iter().any(|k| k == n) {
                 return Err(format!(
                     "rule '{id}': notifiers: '{n}' is not configured (known: {})",
-                    if known_notifiers.is_empty() { "none".to_string() } else { known_notifiers.join(", ") }
+                    if known_notifiers.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known_notifiers.join(", ")
+                    }
                 ));
             }
         }
@@ -226,18 +257,24 @@ struct RulesFile {
 
 /// Reads a rules file; every error names the file and, where it can, the rule and field.
 pub fn load_file(path: &Path, known_notifiers: &[String]) -> Result<Vec<Rule>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read rules file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read rules file {}: {e}", path.display()))?;
     let file: RulesFile = match path.extension().and_then(|e| e.to_str()) {
         Some("toml") => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
         _ => {
             let de = serde_yaml::Deserializer::from_str(&text);
-            serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}: {}", path.display(), e.path(), e.inner()))?
+            serde_path_to_error::deserialize(de)
+                .map_err(|e| format!("{}: {}: {}", path.display(), e.path(), e.inner()))?
         }
     };
     check_all(file.rules, "file", known_notifiers)
 }
 
-pub fn check_all(configs: Vec<RuleConfig>, source: &'static str, known_notifiers: &[String]) -> Result<Vec<Rule>, String> {
+pub fn check_all(
+    configs: Vec<RuleConfig>,
+    source: &'static str,
+    known_notifiers: &[String],
+) -> Result<Vec<Rule>, String> {
     let mut rules = Vec::with_capacity(configs.len());
     for c in configs {
         let rule = Rule::check(c, source, known_notifiers)?;

@@ -42,11 +42,20 @@ impl Transition {
 }
 
 /// Advances `phase` for an evaluation at `t` (ms).
-pub fn step(phase: &mut Phase, holds: bool, t: i64, for_ms: i64, repeat_ms: Option<i64>) -> Transition {
+pub fn step(
+    phase: &mut Phase,
+    holds: bool,
+    t: i64,
+    for_ms: i64,
+    repeat_ms: Option<i64>,
+) -> Transition {
     match (*phase, holds) {
         (Phase::Normal, false) => Transition::Stay,
         (Phase::Normal, true) if for_ms == 0 => {
-            *phase = Phase::Firing { since: t, notified: t };
+            *phase = Phase::Firing {
+                since: t,
+                notified: t,
+            };
             Transition::Fire
         }
         (Phase::Normal, true) => {
@@ -59,7 +68,10 @@ pub fn step(phase: &mut Phase, holds: bool, t: i64, for_ms: i64, repeat_ms: Opti
         }
         (Phase::Pending { since }, true) => {
             if t - since >= for_ms {
-                *phase = Phase::Firing { since: t, notified: t };
+                *phase = Phase::Firing {
+                    since: t,
+                    notified: t,
+                };
                 Transition::Fire
             } else {
                 Transition::Stay

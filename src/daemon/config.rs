@@ -11,10 +11,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::alerting::engine::AlertingConfig;
 use crate::ingest::auth::AuthConfig;
 use crate::ingest::writer::WriterConfig;
 use crate::ingest::Limits;
-use crate::alerting::engine::AlertingConfig;
 use crate::rollup::RollupConfig;
 use crate::store::{CollectionNames, Redactor};
 

@@ -17,13 +17,13 @@ use thiserror::Error;
 
 pub use config::{Config, ConfigError, LogFormat};
 
+use crate::alerting::engine::AlertEngine;
 use crate::ingest::auth::{Auth, KEYS_ENV};
 use crate::ingest::dead_letters::DeadLetters;
 use crate::ingest::http::{router, ApiState};
 use crate::ingest::metrics::IngestMetrics;
 use crate::ingest::writer::Writer;
 use crate::ingest::Validator;
-use crate::alerting::engine::AlertEngine;
 use crate::rollup::engine::RollupMetrics;
 use crate::rollup::recover::recover;
 use crate::rollup::store::ensure_rollup_indexes;
@@ -94,7 +94,10 @@ pub async fn run(
         stop: rollups_stopped.clone(),
     }));
     let alerts = if config.alerting.enabled {
-        let engine = Arc::new(AlertEngine::new(config.alerting.clone(), db.clone(), names.clone()).map_err(DaemonError::Config)?);
+        let engine = Arc::new(
+            AlertEngine::new(config.alerting.clone(), db.clone(), names.clone())
+                .map_err(DaemonError::Config)?,
+        );
         let task = tokio::spawn(engine.clone().run(final_until_rx, rollups_stopped.clone()));
         Some((engine, task))
     } else {

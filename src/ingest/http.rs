@@ -23,8 +23,8 @@ use super::decode::{self, BodyError, Format};
 use super::metrics::{IngestMetrics, StatusLabel};
 use super::writer::Writer;
 use super::{parse_body, Event, Rejection, Validator};
-use crate::daemon::readiness::Readiness;
 use crate::alerting::{api as alert_api, engine::AlertEngine};
+use crate::daemon::readiness::Readiness;
 use crate::rollup::Rollups;
 
 pub struct ApiState {
@@ -341,13 +341,25 @@ async fn record_dead_letters(
 fn alert_engine<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a AlertEngine, Response> {
     match state.auth.check(presented_key(headers), Instant::now()) {
         Verdict::Allowed { .. } => {}
-        Verdict::Unauthorized => return Err(error(StatusCode::UNAUTHORIZED, "a valid API key is required")),
-        Verdict::Limited { .. } => return Err(error(StatusCode::TOO_MANY_REQUESTS, "this API key is over its rate limit")),
+        Verdict::Unauthorized => {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "a valid API key is required",
+            ))
+        }
+        Verdict::Limited { .. } => {
+            return Err(error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "this API key is over its rate limit",
+            ))
+        }
     }
-    state
-        .alerts
-        .as_deref()
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "alerting is not enabled in this daemon (alerting.enabled)"))
+    state.alerts.as_deref().ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "alerting is not enabled in this daemon (alerting.enabled)",
+        )
+    })
 }
 
 async fn alert_rules(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {

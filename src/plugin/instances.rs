@@ -61,7 +61,13 @@ impl Instances {
         }
         // Built outside the lock: parsing an SRV URI may wait on DNS, and other
         // data sources must not queue behind it.
-        let client = build_client_with_tls(&settings.uri, "mongopulse-grafana", settings.connect_timeout, &settings.tls).await?;
+        let client = build_client_with_tls(
+            &settings.uri,
+            "mongopulse-grafana",
+            settings.connect_timeout,
+            &settings.tls,
+        )
+        .await?;
         let instance = Arc::new(Instance {
             uid: uid.to_string(),
             redactor: Redactor::for_uri(&settings.uri),

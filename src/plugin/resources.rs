@@ -259,7 +259,13 @@ impl backend::ResourceService for MongoPulsePlugin {
                     }
                 };
                 // Totals merge every bucket of the range, so uniques and percentiles are of the range.
-                let totals = crate::query::compute::totals(&q, &out.plan, &out.grid, out.from_ms, out.plan.to_ms);
+                let totals = crate::query::compute::totals(
+                    &q,
+                    &out.plan,
+                    &out.grid,
+                    out.from_ms,
+                    out.plan.to_ms,
+                );
                 let body = if p2 == "analytics/metrics" {
                     let v = |i: usize| totals.iter().find(|t| t.0 == i).and_then(|t| t.2);
                     json!({

@@ -157,7 +157,9 @@ impl DataSourceSettings {
             tls: ClientTls {
                 enabled: data.tls,
                 ca_file: data.tls_ca_file.filter(|s| !s.trim().is_empty()),
-                cert_key_file: data.tls_certificate_key_file.filter(|s| !s.trim().is_empty()),
+                cert_key_file: data
+                    .tls_certificate_key_file
+                    .filter(|s| !s.trim().is_empty()),
                 cert_key_password: secure_json_data
                     .get("tlsCertificateKeyFilePassword")
                     .and_then(Value::as_str)

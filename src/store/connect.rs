@@ -45,7 +45,10 @@ pub struct ClientTls {
 
 impl ClientTls {
     fn requested(&self) -> bool {
-        self.enabled || self.ca_file.is_some() || self.cert_key_file.is_some() || self.allow_invalid_certificates
+        self.enabled
+            || self.ca_file.is_some()
+            || self.cert_key_file.is_some()
+            || self.allow_invalid_certificates
     }
 }
 
