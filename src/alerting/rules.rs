@@ -206,7 +206,7 @@ impl Rule {
                 sigmas,
                 baseline_minutes,
                 ..
-            } if !(*sigmas > 0.0) || *baseline_minutes < 5 => {
+            } if sigmas.is_nan() || *sigmas <= 0.0 || *baseline_minutes < 5 => {
                 return Err(format!(
                     "rule '{id}': condition: an anomaly needs sigmas > 0 and baselineMinutes ≥ 5"
                 ));

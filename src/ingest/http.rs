@@ -338,41 +338,39 @@ async fn record_dead_letters(
 }
 
 /// The alert API takes the same keys as the events API.
-fn alert_engine<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a AlertEngine, Response> {
+fn alert_engine<'a>(
+    state: &'a ApiState,
+    headers: &HeaderMap,
+) -> Result<&'a AlertEngine, (StatusCode, &'static str)> {
     match state.auth.check(presented_key(headers), Instant::now()) {
         Verdict::Allowed { .. } => {}
         Verdict::Unauthorized => {
-            return Err(error(
-                StatusCode::UNAUTHORIZED,
-                "a valid API key is required",
-            ))
+            return Err((StatusCode::UNAUTHORIZED, "a valid API key is required"))
         }
         Verdict::Limited { .. } => {
-            return Err(error(
+            return Err((
                 StatusCode::TOO_MANY_REQUESTS,
                 "this API key is over its rate limit",
             ))
         }
     }
-    state.alerts.as_deref().ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            "alerting is not enabled in this daemon (alerting.enabled)",
-        )
-    })
+    state.alerts.as_deref().ok_or((
+        StatusCode::NOT_FOUND,
+        "alerting is not enabled in this daemon (alerting.enabled)",
+    ))
 }
 
 async fn alert_rules(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     match alert_engine(&state, &headers) {
         Ok(e) => Json(alert_api::rules(e)).into_response(),
-        Err(r) => r,
+        Err((status, msg)) => error(status, msg),
     }
 }
 
 async fn alert_states(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     match alert_engine(&state, &headers) {
         Ok(e) => Json(alert_api::states(e)).into_response(),
-        Err(r) => r,
+        Err((status, msg)) => error(status, msg),
     }
 }
 
@@ -386,7 +384,7 @@ async fn alert_history(
             Ok(v) => Json(v).into_response(),
             Err(msg) => error(StatusCode::BAD_REQUEST, msg),
         },
-        Err(r) => r,
+        Err((status, msg)) => error(status, msg),
     }
 }
 
