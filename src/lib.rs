@@ -10,6 +10,7 @@
 pub mod alerting;
 pub mod daemon;
 pub mod ingest;
+pub mod live;
 pub mod plugin;
 pub mod query;
 pub mod rollup;

@@ -220,11 +220,13 @@ token = "am-token"
     // Exactly one notification per transition per notifier, and their log on the alert.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = received.lock().unwrap();
-        if (r.hook.len() >= 2 && r.alertmanager.len() >= 2) || Instant::now() > deadline {
+        let both = {
+            let r = received.lock().unwrap();
+            r.hook.len() >= 2 && r.alertmanager.len() >= 2
+        };
+        if both || Instant::now() > deadline {
             break;
         }
-        drop(r);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

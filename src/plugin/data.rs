@@ -89,7 +89,7 @@ impl backend::DataService for MongoPulsePlugin {
                         message,
                         status: Status::BadRequest,
                     }),
-                    Ok(instance) => run_query(&instance, q, alert).await,
+                    Ok(instance) => run_query(&plugin, &instance, q, alert).await,
                 };
                 plugin
                     .state
@@ -138,6 +138,7 @@ fn respond(ref_id: String, frames: Vec<Frame>) -> Result<backend::DataResponse, 
 }
 
 async fn run_query(
+    plugin: &MongoPulsePlugin,
     instance: &Arc<Instance>,
     q: backend::DataQuery<Value>,
     from_alert: bool,
@@ -181,7 +182,12 @@ async fn run_query(
             let outcome = run_builder(&env, &b, &ctx)
                 .await
                 .map_err(|e| run_error(&ref_id, e))?;
-            builder_frames(&b, &outcome, from_alert).map_err(|e| run_error(&ref_id, e))?
+            let mut frames =
+                builder_frames(&b, &outcome, from_alert).map_err(|e| run_error(&ref_id, e))?;
+            if b.live && !from_alert {
+                super::live::attach_channel(plugin, &instance.uid, &q.query, &mut frames);
+            }
+            frames
         }
         Query::Pipeline(p) => {
             let stages = pipeline::prepare(&p, &settings.collections, from_ms, to_ms, interval_ms)

@@ -7,6 +7,7 @@
 mod data;
 mod health;
 mod instances;
+mod live;
 mod metrics;
 mod resources;
 pub mod settings;
@@ -34,6 +35,7 @@ pub struct MongoPulsePlugin {
 struct State {
     instances: Instances,
     metrics: PluginMetrics,
+    live: Arc<crate::live::LiveHub>,
 }
 
 /// A request arrived without what the plugin needs to serve it.
@@ -59,6 +61,7 @@ impl MongoPulsePlugin {
             state: Arc::new(State {
                 instances: Instances::default(),
                 metrics: PluginMetrics::new(),
+                live: Arc::new(crate::live::LiveHub::default()),
             }),
         }
     }
@@ -138,6 +141,7 @@ impl backend::DiagnosticsService for MongoPulsePlugin {
         {
             text = with_cache_metrics(text, &instance.uid, instance.cache.stats());
         }
+        text = with_live_metrics(text, &self.state.live);
         Ok(backend::CollectMetricsResponse::new(Some(
             backend::MetricsPayload::prometheus(text.into_bytes()),
         )))
@@ -192,6 +196,24 @@ fn with_cache_metrics(text: String, uid: &str, s: crate::query::cache::CacheStat
     out
 }
 
+fn with_live_metrics(text: String, live: &crate::live::LiveHub) -> String {
+    let mut out = text
+        .trim_end()
+        .strip_suffix("# EOF")
+        .unwrap_or(&text)
+        .to_string();
+    for (name, kind, help, v) in [
+        ("mongopulse_plugin_live_change_streams_opened", "counter", "Change streams opened for live panels (one per data source, again after a lost stream)", live.streams_opened()),
+        ("mongopulse_plugin_live_resyncs", "counter", "Times live channels re-read the rollups after a lost change stream", live.resyncs()),
+        ("mongopulse_plugin_live_open_feeds", "gauge", "Data sources with a change stream open now", live.open_feeds() as u64),
+    ] {
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        out.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} {kind}\n{name}{suffix} {v}\n"));
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 fn capitalise(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
@@ -232,7 +254,8 @@ pub async fn serve() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     backend::Plugin::new()
         .diagnostics_service(plugin.clone())
         .data_service(plugin.clone())
-        .resource_service(plugin)
+        .resource_service(plugin.clone())
+        .stream_service(plugin)
         .start(listener)
         .await?;
     Ok(())

@@ -34,6 +34,10 @@ pub struct DataSourceSettings {
     /// Buckets ending later than now minus this may still change, so are not cached.
     pub cache_horizon: Duration,
     pub tls: ClientTls,
+    /// Minutes a live channel starts with.
+    pub live_minutes: i64,
+    /// Frames pushed per second per live channel, at most.
+    pub live_max_pushes_per_second: f64,
 }
 
 impl fmt::Debug for DataSourceSettings {
@@ -70,6 +74,8 @@ struct JsonData {
     retention_days: Option<Retention>,
     cache_max_megabytes: Option<f64>,
     cache_horizon_seconds: Option<f64>,
+    live_minutes: Option<i64>,
+    live_max_pushes_per_second: Option<f64>,
     #[serde(default)]
     tls: bool,
     #[serde(rename = "tlsCAFile")]
@@ -107,6 +113,8 @@ impl DataSourceSettings {
                 retention_days: None,
                 cache_max_megabytes: None,
                 cache_horizon_seconds: None,
+                live_minutes: None,
+                live_max_pushes_per_second: None,
                 tls: false,
                 tls_ca_file: None,
                 tls_certificate_key_file: None,
@@ -166,6 +174,26 @@ impl DataSourceSettings {
                     .filter(|s| !s.is_empty())
                     .map(str::to_string),
                 allow_invalid_certificates: data.tls_allow_invalid_certificates,
+            },
+            live_minutes: match data.live_minutes {
+                None => 15,
+                Some(m) if (1..=1440).contains(&m) => m,
+                Some(m) => {
+                    return Err(SettingsError::Invalid {
+                        field: "liveMinutes".into(),
+                        reason: format!("{m} is not between 1 and 1440 minutes"),
+                    })
+                }
+            },
+            live_max_pushes_per_second: match data.live_max_pushes_per_second {
+                None => 4.0,
+                Some(p) if p.is_finite() && p > 0.0 && p <= 50.0 => p,
+                Some(p) => {
+                    return Err(SettingsError::Invalid {
+                        field: "liveMaxPushesPerSecond".into(),
+                        reason: format!("{p} is not between 0 and 50"),
+                    })
+                }
             },
         })
     }

@@ -197,6 +197,42 @@ impl PluginProcess {
         )
     }
 
+    /// SubscribeStream for `path` with the query as data: `Ok(status)` or the error.
+    pub async fn subscribe(
+        &self,
+        ds: &DataSource,
+        path: &str,
+        query: &Value,
+    ) -> Result<pluginv2::subscribe_stream_response::Status, String> {
+        self.stream()
+            .subscribe_stream(pluginv2::SubscribeStreamRequest {
+                plugin_context: Some(ds.context()),
+                path: path.to_string(),
+                data: serde_json::to_vec(query).expect("json").into(),
+            })
+            .await
+            .map(|r| r.into_inner().status())
+            .map_err(|s| s.message().to_string())
+    }
+
+    /// RunStream for `path`: each packet's JSON frame, in order.
+    pub async fn run_stream(
+        &self,
+        ds: &DataSource,
+        path: &str,
+        query: &Value,
+    ) -> tonic::Streaming<pluginv2::StreamPacket> {
+        self.stream()
+            .run_stream(pluginv2::RunStreamRequest {
+                plugin_context: Some(ds.context()),
+                path: path.to_string(),
+                data: serde_json::to_vec(query).expect("json").into(),
+            })
+            .await
+            .expect("RunStream answered")
+            .into_inner()
+    }
+
     /// The plugin's Prometheus metrics, as text.
     pub async fn metrics(&self, ds: &DataSource) -> String {
         let payload = self

@@ -357,7 +357,14 @@ impl NotifierConfig {
             } => {
                 out.extend(url_secrets(url, false));
                 out.extend(secret.iter().cloned());
-                out.extend(headers.values().cloned());
+                // Only the values of credential-like headers: masking every header value
+                // (say `X-Team: data`) would garble messages that happen to contain it.
+                out.extend(
+                    headers
+                        .iter()
+                        .filter(|(k, _)| is_credential_header(k))
+                        .map(|(_, v)| v.clone()),
+                );
             }
             NotifierConfig::Slack { url, .. } => out.extend(url_secrets(url, true)),
             NotifierConfig::Email { password, .. } => out.extend(password.iter().cloned()),
@@ -374,6 +381,25 @@ impl NotifierConfig {
         }
         out
     }
+}
+
+/// Whether a header's value is a credential (masked in messages; every header value is
+/// masked in `Debug` and `redacted` regardless).
+fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "auth",
+        "token",
+        "key",
+        "secret",
+        "pass",
+        "cookie",
+        "signature",
+        "session",
+        "credential",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// Headers the webhook notifier sets itself.

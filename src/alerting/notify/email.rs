@@ -88,6 +88,7 @@ impl Email {
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(email_subject(n))
+            .message_id(None)
             .header(ContentType::TEXT_PLAIN);
         for t in &self.to {
             b = b.to(t.clone());
@@ -110,11 +111,30 @@ fn classify(e: &lettre::transport::smtp::Error) -> Failure {
     if e.is_transient() {
         return Failure::retryable(message, status);
     }
-    if e.is_permanent() || e.is_tls() || e.is_client() {
+    if e.is_permanent() || e.is_tls() || e.is_client() || is_tls_failure(e) {
         return Failure::permanent(message, status);
     }
     // Connection, network, timeouts, unparsable responses: the next attempt may work.
     Failure::retryable(message, status)
+}
+
+/// A failed TLS handshake (untrusted certificate, wrong name, no common protocol), which
+/// lettre reports as a connection error: tokio-rustls wraps rustls' errors in an
+/// `io::Error` of kind `InvalidData`. Retrying cannot fix it.
+fn is_tls_failure(e: &lettre::transport::smtp::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return true;
+            }
+        }
+        if err.to_string().contains("invalid peer certificate") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// `[FIRING] <rule> (<instance>)`.
@@ -157,9 +177,14 @@ pub fn email_body(n: &Notification) -> String {
             out.push_str(&format!("\n{}:\n{a}\n", capitalize(key)));
         }
     }
-    if !n.annotations.is_empty() {
+    let others: Vec<_> = n
+        .annotations
+        .iter()
+        .filter(|(k, _)| k.as_str() != "summary" && k.as_str() != "description")
+        .collect();
+    if !others.is_empty() {
         out.push_str("\nAnnotations:\n");
-        for (k, v) in &n.annotations {
+        for (k, v) in others {
             out.push_str(&format!("  {k} = {}\n", one_line(v)));
         }
     }

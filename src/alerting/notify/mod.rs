@@ -47,7 +47,7 @@ mod text;
 pub mod webhook;
 
 pub use config::{NotifierConfig, RetryConfig};
-pub use text::{headline, number, title};
+pub use text::{headline, title};
 pub use webhook::{sign, verify_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 use redact::Scrubber;

@@ -59,7 +59,7 @@ pub(crate) fn url_secrets(url: &str, path_is_secret: bool) -> Vec<String> {
         out.push(parsed.path().to_string());
         if let Some(last) = parsed
             .path_segments()
-            .and_then(|s| s.filter(|x| !x.is_empty()).next_back())
+            .and_then(|mut s| s.rfind(|x| !x.is_empty()))
         {
             out.push(last.to_string());
         }
