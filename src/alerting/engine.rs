@@ -83,6 +83,8 @@ pub struct AlertEngine {
     /// Problems with the rules last loaded (shown by the API).
     rule_errors: Mutex<Vec<String>>,
     states: Mutex<HashMap<(String, String), InstanceState>>,
+    /// Last time a firing instance was sent to notifiers that forget alerts not re-sent (Alertmanager).
+    kept_alive: Mutex<HashMap<(String, String), i64>>,
     last_evaluated: Mutex<Option<i64>>,
 }
 
@@ -127,6 +129,7 @@ impl AlertEngine {
             rules: Mutex::new(Vec::new()),
             rule_errors: Mutex::new(Vec::new()),
             states: Mutex::new(HashMap::new()),
+            kept_alive: Mutex::new(HashMap::new()),
             last_evaluated: Mutex::new(None),
             config,
             db,
@@ -330,7 +333,7 @@ impl AlertEngine {
             let verdict = evaluate(&rule.config.condition, &o);
             let instance = instance_key(&labels);
             let key = (rule.config.id.clone(), instance.clone());
-            let (transition, since) = {
+            let (transition, since, firing) = {
                 let mut states = Self::lock(&self.states);
                 let s = states.entry(key).or_insert_with(|| InstanceState {
                     rule_id: rule.config.id.clone(),
@@ -361,8 +364,11 @@ impl AlertEngine {
                     (Phase::Pending { since }, _) | (_, Phase::Pending { since }) => since,
                     _ => t,
                 };
-                (tr, since)
+                (tr, since, matches!(s.phase, Phase::Firing { .. }))
             };
+            if firing && matches!(transition, Transition::Stay | Transition::Repeat) {
+                self.keep_alive(rule, &labels, &instance, verdict.shown, since, t);
+            }
             if transition != Transition::Stay {
                 self.record(
                     rule,
@@ -378,31 +384,65 @@ impl AlertEngine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
+    /// Re-sends a firing instance to notifiers that would otherwise resolve it
+    /// on their own (Alertmanager), every `alertmanager::RESEND_INTERVAL`.
+    fn keep_alive(
         self: &Arc<Self>,
         rule: &Rule,
         labels: &Labels,
         instance: &str,
-        tr: Transition,
         value: Option<f64>,
         since: i64,
         t: i64,
     ) {
+        let targets: Vec<String> = rule
+            .config
+            .notifiers
+            .iter()
+            .filter(|n| self.notifiers.needs_resend(n))
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let key = (rule.config.id.clone(), instance.to_string());
+        {
+            let mut last = Self::lock(&self.kept_alive);
+            let every = super::notify::alertmanager::RESEND_INTERVAL.as_millis() as i64;
+            if last.get(&key).is_some_and(|l| t - l < every) {
+                return;
+            }
+            last.insert(key, t);
+        }
+        let (n, _) = self.notification(rule, labels, instance, false, value, since, t, true);
+        let notifiers = self.notifiers.clone();
+        tokio::spawn(async move {
+            notifiers.send(&targets, &n).await;
+        });
+    }
+
+    /// The notification of a transition, and its annotations.
+    #[allow(clippy::too_many_arguments)]
+    fn notification(
+        &self,
+        rule: &Rule,
+        labels: &Labels,
+        instance: &str,
+        resolved: bool,
+        value: Option<f64>,
+        since: i64,
+        t: i64,
+        repeat: bool,
+    ) -> (Notification, BTreeMap<String, String>) {
         let threshold = rule.config.condition.threshold();
         let mut vars: BTreeMap<String, String> = labels.clone();
         vars.insert(
             "value".into(),
-            value.map_or("no data".into(), |v| {
-                format!("{v:.4}")
-                    .trim_end_matches('0')
-                    .trim_end_matches('.')
-                    .to_string()
-            }),
+            value.map_or("no data".into(), super::notify::number),
         );
         vars.insert(
             "threshold".into(),
-            threshold.map_or(String::new(), |v| v.to_string()),
+            threshold.map_or(String::new(), super::notify::number),
         );
         vars.insert("rule".into(), rule.name.clone());
         vars.insert("instance".into(), instance.to_string());
@@ -419,7 +459,54 @@ impl AlertEngine {
         all_labels.extend(labels.clone());
         all_labels.insert("alertname".into(), rule.name.clone());
         all_labels.insert("severity".into(), rule.config.severity.clone());
+        let n = Notification {
+            rule_id: rule.config.id.clone(),
+            rule_name: rule.name.clone(),
+            instance: instance.to_string(),
+            state: if resolved {
+                NotifyState::Resolved
+            } else {
+                NotifyState::Firing
+            },
+            severity: rule.config.severity.clone(),
+            labels: all_labels,
+            annotations: annotations.clone(),
+            value,
+            threshold,
+            starts_at: date(since),
+            ends_at: resolved.then(|| date(t)),
+            generator_url: format!(
+                "{}/v1/alerts/history?rule={}",
+                self.config.public_url.trim_end_matches('/'),
+                rule.config.id
+            ),
+            repeat,
+        };
+        (n, annotations)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        self: &Arc<Self>,
+        rule: &Rule,
+        labels: &Labels,
+        instance: &str,
+        tr: Transition,
+        value: Option<f64>,
+        since: i64,
+        t: i64,
+    ) {
         let resolved = tr == Transition::Resolve;
+        let (n, annotations) = self.notification(
+            rule,
+            labels,
+            instance,
+            resolved,
+            value,
+            since,
+            t,
+            tr == Transition::Repeat,
+        );
         let mut d = doc! {
             "ruleId": &rule.config.id,
             "ruleName": &rule.name,
@@ -428,7 +515,7 @@ impl AlertEngine {
             "state": tr.state(),
             "repeat": tr == Transition::Repeat,
             "value": value.map(Bson::Double).unwrap_or(Bson::Null),
-            "threshold": threshold.map(Bson::Double).unwrap_or(Bson::Null),
+            "threshold": n.threshold.map(Bson::Double).unwrap_or(Bson::Null),
             "at": bson::DateTime::from_millis(t),
             "startsAt": bson::DateTime::from_millis(since),
             "severity": &rule.config.severity,
@@ -446,6 +533,9 @@ impl AlertEngine {
         if notify {
             d.insert("notifiedAt", bson::DateTime::from_millis(t));
         }
+        if tr == Transition::Fire {
+            Self::lock(&self.kept_alive).insert((rule.config.id.clone(), instance.to_string()), t);
+        }
         let alerts = self.db.collection::<Document>(&self.names.alerts);
         let id = match alerts.insert_one(d).await {
             Ok(r) => r.inserted_id,
@@ -458,29 +548,6 @@ impl AlertEngine {
         if !notify || rule.config.notifiers.is_empty() {
             return;
         }
-        let n = Notification {
-            rule_id: rule.config.id.clone(),
-            rule_name: rule.name.clone(),
-            instance: instance.to_string(),
-            state: if resolved {
-                NotifyState::Resolved
-            } else {
-                NotifyState::Firing
-            },
-            severity: rule.config.severity.clone(),
-            labels: all_labels,
-            annotations,
-            value,
-            threshold,
-            starts_at: date(since),
-            ends_at: resolved.then(|| date(t)),
-            generator_url: format!(
-                "{}/v1/alerts/history?rule={}",
-                self.config.public_url.trim_end_matches('/'),
-                rule.config.id
-            ),
-            repeat: tr == Transition::Repeat,
-        };
         // Notifying never holds up evaluation: the log is added when the sends finish.
         let engine = self.clone();
         let targets = rule.config.notifiers.clone();

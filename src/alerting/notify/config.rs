@@ -630,6 +630,25 @@ mod tests {
     }
 
     #[test]
+    fn only_credential_headers_are_scrubbed_from_messages() {
+        let c = NotifierConfig::Webhook {
+            name: "h".into(),
+            url: "https://example.com/hook".into(),
+            secret: Some("whsec-1234".into()),
+            headers: BTreeMap::from([
+                ("Authorization".into(), "Bearer abcd1234".into()),
+                ("X-Team".into(), "data".into()),
+            ]),
+        };
+        let s = c.secrets();
+        assert!(s.contains(&"whsec-1234".to_string()));
+        assert!(s.contains(&"Bearer abcd1234".to_string()));
+        assert!(!s.contains(&"data".to_string()));
+        // Debug masks every header value all the same.
+        assert!(!format!("{c:?}").contains("data"));
+    }
+
+    #[test]
     fn retry_defaults_and_validation() {
         let r = RetryConfig::default();
         assert_eq!(

@@ -17,9 +17,10 @@
 //! - retried: transport errors, timeouts, HTTP 408/425/429/5xx (honouring `Retry-After`
 //!   up to `max_backoff_ms`), SMTP 4xx; not retried: redirects (never followed), other
 //!   HTTP 4xx, SMTP 5xx, TLS failures;
-//! - no secret (webhook secret and header values, Slack URL, SMTP password, Alertmanager
+//! - no secret (webhook secret and credential-like header values such as
+//!   `Authorization` or `X-Api-Key`, the Slack URL's path, SMTP password, Alertmanager
 //!   token or password, URL passwords and query strings) ever appears in a `Delivery`, a
-//!   log line, an error message or `Debug` output;
+//!   log line, an error message or `Debug` output (`Debug` masks every header value);
 //! - [`Notifiers::send`] never panics and never returns early: it yields one `Delivery`
 //!   per target, in the order of the targets. The engine should run it off its evaluation
 //!   path (e.g. `tokio::spawn`; [`Notifiers`] is a cheap `Clone`) so that even the worst
@@ -47,7 +48,7 @@ mod text;
 pub mod webhook;
 
 pub use config::{NotifierConfig, RetryConfig};
-pub use text::{headline, title};
+pub use text::{headline, number, title};
 pub use webhook::{sign, verify_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 use redact::Scrubber;
