@@ -34,7 +34,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50.0);
-    let flush = std::env::var("FLUSH_MS").unwrap_or_else(|_| "1000".into());
+    let flush = std::env::var("FLUSH_MS").unwrap_or_else(|_| "250".into());
     let mongo = TestMongo::start().await;
     let daemon = Daemon::start(
         &mongo,

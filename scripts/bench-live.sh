@@ -2,7 +2,7 @@
 # Issue 6's benchmark: delay from the daemon's answer to a POST to the first
 # live frame holding the event, at the Grafana-protocol harness: p50/p95/p99
 # over EVENTS (default 1000) events sent at RATE per second (default 50).
-# FLUSH_MS sets the daemon's rollups.flush_interval_ms (default: 1000, as shipped).
+# FLUSH_MS sets the daemon's rollups.flush_interval_ms (default: 250, as shipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/standin-venv

@@ -374,6 +374,12 @@ fn check_builder(b: &BuilderQuery) -> Result<(), ModelError> {
         }
     }
     if let Some(t) = &b.top_n {
+        if b.group_by.is_empty() {
+            return Err(ModelError::new(
+                "topN",
+                "top-N ranks groups: add a group-by dimension, or remove top-N",
+            ));
+        }
         if t.limit == 0 {
             return Err(ModelError::new("topN.limit", "keep at least one series"));
         }
@@ -500,9 +506,10 @@ mod tests {
                 "compare.shift",
             ),
             (
-                json!({"eventType": "x", "topN": {"limit": 3, "measure": 2}}),
+                json!({"eventType": "x", "groupBy": ["c"], "topN": {"limit": 3, "measure": 2}}),
                 "topN.measure",
             ),
+            (json!({"eventType": "x", "topN": {"limit": 3}}), "topN"),
             (json!({"measures": []}), ""),
             (json!({"eventType": "x", "colour": "red"}), "colour"),
             (

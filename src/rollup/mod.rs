@@ -50,7 +50,7 @@ impl Default for RollupConfig {
             specs: vec![SpecConfig::default()],
             allowed_lateness_secs: 120.0,
             idle_finalize_secs: 60.0,
-            flush_interval_ms: 1000,
+            flush_interval_ms: 250,
             ttl: LevelTtl::default(),
             sessions: SessionConfig::default(),
         }
