@@ -39,4 +39,4 @@ echo "==> scripts/package.sh: dist/ for tests/dist_plugin.rs"
 scripts/package.sh
 
 echo "==> cargo test"
-cargo test --all-targets --locked
+cargo test --locked --lib --bins --tests

@@ -179,3 +179,86 @@ fn compose_stack_agrees_with_plugin_json_and_provisioning() {
     let secure = serde_json::json!({ "uri": uri });
     DataSourceSettings::from_grafana(&json_data, &secure).expect("provisioned settings are valid");
 }
+
+/// Grafana-managed alert rules: every query on our data source is one the
+/// plugin accepts, expressions refer to existing queries, the condition exists.
+#[test]
+fn provisioned_grafana_alert_rules_are_consistent() {
+    let file = yaml("provisioning/alerting/mongopulse-rules.yaml");
+    let groups = file["groups"].as_sequence().expect("groups");
+    let mut rules = 0;
+    for g in groups {
+        for rule in g["rules"].as_sequence().expect("rules") {
+            rules += 1;
+            let title = rule["title"].as_str().unwrap();
+            let data = rule["data"].as_sequence().unwrap();
+            let refs: Vec<&str> = data.iter().map(|d| d["refId"].as_str().unwrap()).collect();
+            assert!(
+                refs.contains(&rule["condition"].as_str().unwrap()),
+                "{title}: condition refers to no query"
+            );
+            for d in data {
+                let uid = d["datasourceUid"].as_str().unwrap();
+                let model: Json = serde_json::to_value(&d["model"]).unwrap();
+                match uid {
+                    "mongopulse" => {
+                        mongopulse::query::model::parse(&model)
+                            .unwrap_or_else(|e| panic!("{title}: {e}"));
+                        assert!(d["relativeTimeRange"]["from"].as_i64().unwrap() > 0);
+                    }
+                    "__expr__" => {
+                        let text = model.to_string();
+                        for r in refs.iter().filter(|r| {
+                            text.contains(&format!("\"expression\":\"{r}\""))
+                                || text.contains(&format!("${r}"))
+                        }) {
+                            assert!(refs.contains(r));
+                        }
+                        if let Some(e) = model["expression"].as_str() {
+                            if model["type"] != "math" {
+                                assert!(
+                                    refs.contains(&e),
+                                    "{title}: expression {e} refers to no query"
+                                );
+                            }
+                        }
+                    }
+                    other => panic!("{title}: unexpected data source {other}"),
+                }
+            }
+        }
+    }
+    assert!(rules >= 2);
+}
+
+/// The provisioned dashboard: every query on our data source is one the plugin accepts.
+#[test]
+fn provisioned_dashboard_queries_parse() {
+    let dash: Json = serde_json::from_str(&read(
+        "provisioning/dashboards/json/mongopulse-overview.json",
+    ))
+    .expect("valid JSON");
+    let mut queries: Vec<Json> = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        queries.extend(p["targets"].as_array().unwrap().iter().cloned());
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        queries.push(v["query"].clone());
+    }
+    for a in dash["annotations"]["list"].as_array().unwrap() {
+        queries.push(a["target"].clone());
+    }
+    assert!(queries.len() >= 8);
+    for q in queries {
+        assert_eq!(
+            q["datasource"]["uid"].as_str().unwrap_or("mongopulse"),
+            "mongopulse"
+        );
+        mongopulse::query::model::parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+    }
+    let provider = yaml("provisioning/dashboards/dashboards.yaml");
+    assert_eq!(
+        provider["providers"][0]["options"]["path"],
+        "/etc/grafana/provisioning/dashboards/json"
+    );
+}

@@ -622,3 +622,56 @@ async fn resources_for_editors_and_variables() {
         vec![json!("DE"), json!("FR"), json!("JP"), json!("US")]
     );
 }
+
+#[tokio::test]
+async fn provisioned_grafana_alert_queries_give_numeric_labelled_series() {
+    let w = world().await;
+    let file: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/provisioning/alerting/mongopulse-rules.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for rule in file["groups"][0]["rules"].as_sequence().unwrap() {
+        for d in rule["data"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|d| d["datasourceUid"] == "mongopulse")
+        {
+            let model: Value = serde_json::to_value(&d["model"]).unwrap();
+            let (from_s, to_s) = (
+                d["relativeTimeRange"]["from"].as_i64().unwrap(),
+                d["relativeTimeRange"]["to"].as_i64().unwrap(),
+            );
+            let frames = w
+                .frames_with(
+                    model.clone(),
+                    w.end - from_s * 1000,
+                    w.end - to_s * 1000,
+                    MINUTE,
+                    &[("FromAlert", "true")],
+                )
+                .await;
+            assert!(!frames.is_empty());
+            for f in &frames {
+                assert_eq!(
+                    f.fields.len(),
+                    2,
+                    "time and one numeric field: {:?}",
+                    f.fields.iter().map(|x| &x.name).collect::<Vec<_>>()
+                );
+                let v = f.value_field();
+                assert!(v.values.iter().any(|x| x.is_number()), "numeric values");
+                if model["groupBy"].as_array().is_some_and(|g| !g.is_empty()) {
+                    assert!(v.labels.contains_key("country"), "one series per country");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3);
+}
