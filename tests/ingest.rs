@@ -161,15 +161,7 @@ async fn mixed_batch_stores_the_valid_and_reports_the_invalid() {
     // The 5,000-byte string makes that raw payload longer than the bound.
     assert!(letters.iter().any(|l| l.get_bool("rawTruncated").unwrap()));
 
-    let metrics = daemon
-        .http
-        .get(daemon.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.metrics().await;
     assert!(
         metrics.contains("mongopulse_ingest_events_accepted_total 963"),
         "{metrics}"
@@ -550,15 +542,7 @@ async fn health_readiness_and_pipeline_stats() {
         assert!(Instant::now() < deadline, "no pipeline_stats document");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = daemon
-        .http
-        .get(daemon.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.metrics().await;
     for name in [
         "mongopulse_ingest_batch_size_events_bucket",
         "mongopulse_ingest_write_latency_seconds_bucket",

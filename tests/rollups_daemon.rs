@@ -177,15 +177,7 @@ async fn kill_9_mid_stream_then_restart_counts_every_event_once() {
         first + second
     );
 
-    let metrics = daemon
-        .http
-        .get(daemon.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.metrics().await;
     assert!(
         metrics.contains("mongopulse_rollup_documents_written_total"),
         "{metrics}"
@@ -223,15 +215,7 @@ async fn late_events_are_refused_counted_and_dead_lettered() {
     );
     let letters = all(&mongo, "dead_letters", doc! { "kind": "late" }).await;
     assert_eq!(letters.len(), 1);
-    let metrics = daemon
-        .http
-        .get(daemon.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.metrics().await;
     assert!(
         metrics.contains("mongopulse_rollup_late_dropped_total 1"),
         "{metrics}"

@@ -56,17 +56,16 @@ impl Default for SpecConfig {
     }
 }
 
-/// A checked spec, ready for the hot path.
+/// A checked spec: a [`SpecConfig`] that passed [`Spec::new`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct Spec {
-    pub name: String,
-    pub event_types: Vec<String>,
-    pub dimensions: Vec<String>,
-    pub metrics: Vec<String>,
-    pub distinct: Vec<String>,
-    pub quantiles: Vec<String>,
-    pub quantile_relative_error: f64,
-    pub top_k: Vec<TopKConfig>,
+pub struct Spec(SpecConfig);
+
+impl std::ops::Deref for Spec {
+    type Target = SpecConfig;
+
+    fn deref(&self) -> &SpecConfig {
+        &self.0
+    }
 }
 
 impl Spec {
@@ -116,16 +115,7 @@ impl Spec {
                 ));
             }
         }
-        Ok(Spec {
-            name: c.name.clone(),
-            event_types: c.event_types.clone(),
-            dimensions: c.dimensions.clone(),
-            metrics: c.metrics.clone(),
-            distinct: c.distinct.clone(),
-            quantiles: c.quantiles.clone(),
-            quantile_relative_error: e,
-            top_k: c.top_k.clone(),
-        })
+        Ok(Spec(c.clone()))
     }
 
     pub fn covers(&self, event_type: &str) -> bool {
