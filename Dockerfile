@@ -13,6 +13,8 @@ RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo reads every target of the manifest, benches included, even to build the binaries.
+COPY benches ./benches
 RUN cargo build --release --locked --bins
 
 # The frontend: pkg/ built to one AMD module.js (React and @grafana/* are Grafana's).

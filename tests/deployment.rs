@@ -146,6 +146,19 @@ fn compose_stack_agrees_with_plugin_json_and_provisioning() {
         }
     }
 
+    // Cargo needs the file of every target in the manifest to build anything.
+    let manifest = read("Cargo.toml");
+    for dir in ["src", "benches"] {
+        let copied = dockerfile
+            .lines()
+            .any(|l| l.starts_with("COPY ") && l.split_whitespace().nth(1) == Some(dir));
+        let used = dir == "src" || manifest.contains("[[bench]]");
+        assert!(
+            !used || copied,
+            "the backend stage must COPY {dir}: Cargo.toml has targets in it"
+        );
+    }
+
     // The daemon listens where compose publishes it and uses the provisioned database.
     let daemon = service(&compose, "mongopulsed");
     let listen_port = env(daemon, "MONGOPULSE__HTTP__LISTEN")
