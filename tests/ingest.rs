@@ -613,3 +613,40 @@ async fn random_bodies_always_get_a_4xx_with_a_reason() {
         );
     }
 }
+
+#[tokio::test]
+async fn loadgen_sends_seed_shaped_events_the_daemon_accepts() {
+    let mongo = TestMongo::start().await;
+    let daemon = Daemon::start(&mongo, &[]).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+        .args([
+            "loadgen",
+            "--url",
+            &daemon.base_url,
+            "--rate",
+            "500",
+            "--events",
+            "100",
+        ])
+        .env("MONGOPULSE_LOADGEN_KEY", API_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(&mongo, "events").await, 100);
+    assert_eq!(
+        count(&mongo, "dead_letters").await,
+        0,
+        "every generated event is valid"
+    );
+    let bad_key = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+        .args(["loadgen", "--url", &daemon.base_url, "--events", "10"])
+        .env("MONGOPULSE_LOADGEN_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert!(!bad_key.status.success());
+    assert!(String::from_utf8_lossy(&bad_key.stderr).contains("refused the API key"));
+}

@@ -49,6 +49,25 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Send realistic demo traffic to a running daemon until stopped.
+    Loadgen {
+        /// The daemon's HTTP address.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:8428",
+            env = "MONGOPULSE_LOADGEN_URL"
+        )]
+        url: String,
+        /// An API key the daemon accepts.
+        #[arg(long, env = "MONGOPULSE_LOADGEN_KEY", hide_env_values = true)]
+        key: String,
+        /// Events per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Stop after this many events (0: run until stopped).
+        #[arg(long, default_value_t = 0)]
+        events: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +85,26 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
+        Command::Loadgen {
+            url,
+            key,
+            rate,
+            events,
+        } => {
+            init_logging(&config);
+            let options = daemon::loadgen::LoadgenOptions {
+                url,
+                key,
+                rate,
+                events,
+            };
+            block_on(async move {
+                daemon::loadgen::run(options, shutdown_signal())
+                    .await
+                    .map(|_| ())
+                    .map_err(daemon::DaemonError::Loadgen)
+            })
+        }
         Command::Backfill {
             from,
             to,

@@ -5,6 +5,7 @@
 //! shutdown, every accepted event flushed before [`run`] returns.
 
 pub mod config;
+pub mod loadgen;
 pub mod readiness;
 mod stats;
 
@@ -45,6 +46,8 @@ pub enum DaemonError {
     Serve(String),
     #[error("backfill failed: {0}")]
     Backfill(String),
+    #[error("loadgen: {0}")]
+    Loadgen(String),
 }
 
 /// Runs the daemon until `shutdown` completes, then flushes and returns.
