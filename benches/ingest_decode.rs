@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
             parse_body(&validator, &body, Format::Ndjson, now).map(|p| {
                 p.events
                     .iter()
-                    .map(|(_, e)| e.to_document().len())
+                    .map(|(_, e)| e.to_document("bench").len())
                     .sum::<usize>()
             })
         })

@@ -190,6 +190,10 @@ impl AlertEngine {
         for e in &errors {
             tracing::warn!("{e}");
         }
+        // Instances of rules that are gone have nothing left to say.
+        Self::lock(&self.states).retain(|(rule, _), _| all.iter().any(|r| &r.config.id == rule));
+        Self::lock(&self.kept_alive)
+            .retain(|(rule, _), _| all.iter().any(|r| &r.config.id == rule));
         *Self::lock(&self.rules) = all;
         *Self::lock(&self.rule_errors) = errors;
     }
@@ -198,7 +202,6 @@ impl AlertEngine {
     /// survives a restart without firing twice.
     pub async fn restore(&self) -> Result<(), String> {
         let pipeline = vec![
-            doc! { "$match": { "repeat": { "$ne": true } } },
             doc! { "$sort": { "at": -1 } },
             doc! { "$group": { "_id": { "rule": "$ruleId", "instance": "$instance" }, "last": { "$first": "$$ROOT" } } },
         ];
@@ -310,6 +313,16 @@ impl AlertEngine {
             };
             self.apply(&rule, t, observations).await;
         }
+        // Keep memory bounded: an instance normal for an hour is forgotten (it
+        // comes back if it is observed again).
+        let horizon = date(t - 3_600_000);
+        let mut states = Self::lock(&self.states);
+        states.retain(|_, s| !matches!(s.phase, Phase::Normal) || s.evaluated_at >= horizon);
+        Self::lock(&self.kept_alive).retain(|k, _| {
+            states
+                .get(k)
+                .is_some_and(|s| matches!(s.phase, Phase::Firing { .. }))
+        });
     }
 
     /// Steps every instance of `rule` (observed now, or in alert before) and stores what changed.

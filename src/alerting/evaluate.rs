@@ -135,7 +135,14 @@ impl Source<'_> {
                     out.entry(labels).or_default().value = v;
                 }
                 // The same measure over each window-long slice of the baseline, oldest first.
-                let additive = q.measures[0].kind.is_additive();
+                // An empty slice counted nothing; for averages and extremes there is no value to learn from.
+                let additive = matches!(
+                    q.measures[0].kind,
+                    MeasureKind::Count
+                        | MeasureKind::Rate
+                        | MeasureKind::Sum { .. }
+                        | MeasureKind::Distinct { .. }
+                );
                 let slices = (b / w).max(1);
                 for j in (1..=slices).rev() {
                     let (from, to) = (t - (j + 1) * w, t - j * w);

@@ -222,6 +222,50 @@ impl Config {
                 "mongodb.database must not be empty".into(),
             ));
         }
+        let r = &self.retention;
+        for (name, v) in [
+            ("retention.raw_days", r.raw_days),
+            ("retention.dead_letters_days", r.dead_letters_days),
+            ("retention.pipeline_stats_days", r.pipeline_stats_days),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 36_500.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be a number of days between 0 and 36500, got {v}"
+                )));
+            }
+        }
+        let s = self.stats.interval_secs;
+        if !(s.is_finite() && s >= 0.0) {
+            return Err(ConfigError::Invalid(
+                "stats.interval_secs must be 0 (off) or a positive number of seconds".into(),
+            ));
+        }
+        let w = &self.ingest.writer;
+        if self.ingest.limits.max_events_per_request > w.max_queued_events {
+            return Err(ConfigError::Invalid(format!(
+                "ingest.limits.max_events_per_request ({}) must not exceed ingest.writer.max_queued_events ({})",
+                self.ingest.limits.max_events_per_request, w.max_queued_events
+            )));
+        }
+        w.write_concern().map_err(ConfigError::Invalid)?;
+        if self.writer_id.is_empty()
+            || !self
+                .writer_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "writer_id '{}' must be letters, digits, '_', '-' or '.'",
+                self.writer_id
+            )));
+        }
+        // Checked here, so a mistake stops the daemon at start instead of a
+        // daemon that answers 503 forever.
+        self.rollups.validate().map_err(ConfigError::Invalid)?;
+        for n in &self.alerting.notifiers {
+            n.validate()
+                .map_err(|e| ConfigError::Invalid(format!("alerting.notifiers: {e}")))?;
+        }
         Ok(())
     }
 
@@ -229,6 +273,12 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.mongodb.uri = Redactor::redact_uri(&self.mongodb.uri);
+        shown.alerting.notifiers = self
+            .alerting
+            .notifiers
+            .iter()
+            .map(|n| n.redacted())
+            .collect();
         toml_string(&shown)
     }
 }
@@ -280,6 +330,65 @@ mod tests {
             jail.create_file("pulse.toml", "[mongodb]\ndatabse = \"x\"\n")?;
             let e = Config::load(Some(Path::new("pulse.toml"))).unwrap_err();
             assert!(e.to_string().contains("databse"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_stop_the_daemon_at_start() {
+        figment::Jail::expect_with(|jail| {
+            for (var, value, words) in [
+                (
+                    "MONGOPULSE__ROLLUPS__FLUSH_INTERVAL_MS",
+                    "0",
+                    "flush_interval_ms",
+                ),
+                (
+                    "MONGOPULSE__RETENTION__RAW_DAYS",
+                    "100000000",
+                    "retention.raw_days",
+                ),
+                ("MONGOPULSE__WRITER_ID", "a b", "writer_id"),
+                (
+                    "MONGOPULSE__INGEST__WRITER__WRITE_CONCERN",
+                    "some",
+                    "write_concern",
+                ),
+            ] {
+                jail.clear_env();
+                jail.set_env(var, value);
+                let e = Config::load(None).unwrap_err().to_string();
+                assert!(e.contains(words), "{var}={value} → {e}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printed_config_hides_notifier_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "pulse.toml",
+                r#"
+                [[alerting.notifiers]]
+                type = "webhook"
+                name = "hook"
+                url = "http://127.0.0.1:9/hook"
+                secret = "WEBHOOK-SECRET-123"
+                [[alerting.notifiers]]
+                type = "alertmanager"
+                name = "am"
+                url = "http://127.0.0.1:9"
+                token = "GLSA-TOKEN-456"
+                "#,
+            )?;
+            let text = Config::load(Some(Path::new("pulse.toml")))
+                .unwrap()
+                .to_redacted_toml();
+            assert!(
+                !text.contains("WEBHOOK-SECRET-123") && !text.contains("GLSA-TOKEN-456"),
+                "{text}"
+            );
             Ok(())
         });
     }

@@ -139,6 +139,7 @@ pub async fn run(
         registry: Arc::new(registry),
         readiness,
         retry_after_secs: config.ingest.retry_after_secs,
+        writer_id: config.writer_id.clone(),
         rollups: rollups.clone(),
         alerts: alerts.as_ref().map(|(e, _)| e.clone()),
     });

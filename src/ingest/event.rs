@@ -491,8 +491,9 @@ fn check_value(value: &Json, limits: &Limits, depth: usize) -> Result<(), TreeEr
 }
 
 impl Event<'_> {
-    /// The document stored in the `events` time-series collection.
-    pub fn to_document(&self) -> Document {
+    /// The document stored in the `events` time-series collection, with the
+    /// id of the daemon that accepted it (`writer`).
+    pub fn to_document(&self, writer: &str) -> Document {
         let mut metadata = doc! { "eventType": self.event_type.as_ref() };
         if let Some(s) = &self.source {
             metadata.insert("source", s.as_ref());
@@ -510,6 +511,7 @@ impl Event<'_> {
             "timestamp": bson::DateTime::from_millis(self.timestamp.timestamp_millis()),
             "metadata": metadata,
             "metrics": metrics,
+            "writer": writer,
         };
         if !self.attributes.is_empty() {
             d.insert("attributes", members_to_bson(&self.attributes));
@@ -637,7 +639,7 @@ mod tests {
             None,
             "null dimensions are dropped"
         );
-        let d = e.to_document();
+        let d = e.to_document("main");
         assert_eq!(
             d.get_document("metadata")
                 .unwrap()
@@ -668,7 +670,7 @@ mod tests {
     #[test]
     fn stored_events_read_back_equal() {
         let e = validator().event(0, SEED.as_bytes(), now()).unwrap();
-        let back = Event::from_stored(&e.to_document()).unwrap();
+        let back = Event::from_stored(&e.to_document("main")).unwrap();
         assert_eq!(back, e);
     }
 

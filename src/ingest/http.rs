@@ -21,7 +21,7 @@ use super::auth::{Auth, Verdict};
 use super::dead_letters::DeadLetters;
 use super::decode::{self, BodyError, Format};
 use super::metrics::{IngestMetrics, StatusLabel};
-use super::writer::Writer;
+use super::writer::{Queued, Reply, Writer};
 use super::{parse_body, Event, Rejection, Validator};
 use crate::alerting::{api as alert_api, engine::AlertEngine};
 use crate::daemon::readiness::Readiness;
@@ -37,6 +37,8 @@ pub struct ApiState {
     pub readiness: Arc<Readiness>,
     /// Seconds a client is told to wait after a 503.
     pub retry_after_secs: u64,
+    /// Stored with every raw event, so recovery and backfill rebuild only this daemon's rollups.
+    pub writer_id: String,
     /// Set once recovery has rebuilt the rollup windows; events are refused
     /// (503) until then, so none is both replayed and recorded live.
     pub rollups: Arc<OnceLock<Arc<Rollups>>>,
@@ -224,14 +226,47 @@ async fn accept(state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
     }
     let mut stored: Vec<Event> = Vec::with_capacity(events.len());
     if !events.is_empty() {
-        let docs = events.iter().map(Event::to_document).collect();
-        let refused = match state.writer.submit(docs).await {
-            Ok(refused) => refused,
+        let mut admitted = Admitted {
+            rollups: rollups.clone(),
+            times: events
+                .iter()
+                .map(|e| e.timestamp.timestamp_millis())
+                .collect(),
+            queued: None,
+            settled: false,
+        };
+        let docs = events
+            .iter()
+            .map(|e| e.to_document(&state.writer_id))
+            .collect();
+        let queued = match state.writer.enqueue(docs).await {
+            Ok(q) => admitted.queued.insert(q),
             Err(e) => {
+                return retry_later(
+                    state.retry_after_secs,
+                    format!("{e}; nothing from this request was stored"),
+                );
+            }
+        };
+        let reply = queued.await;
+        admitted.settled = true;
+        let refused = match reply {
+            Ok(Reply {
+                result: Ok(refused),
+                ..
+            }) => refused,
+            Ok(Reply { result: Err(e), .. }) => {
                 rollups.not_stored(&events);
                 return retry_later(
                     state.retry_after_secs,
                     format!("{e}; nothing from this request was stored"),
+                );
+            }
+            Err(_) => {
+                rollups.not_stored(&events);
+                return retry_later(
+                    state.retry_after_secs,
+                    "the daemon is shutting down; nothing from this request was stored",
                 );
             }
         };
@@ -334,6 +369,54 @@ async fn record_dead_letters(
             count = rejected.len(),
             "could not store rejected events in dead_letters: {e}"
         );
+    }
+}
+
+/// The rollup admissions of a request's events. They are settled when the
+/// request learns what MongoDB stored; if the client goes away first (axum then
+/// drops the handler), they are settled in the background from the writer's
+/// reply, so a window is never held open, nor an event left uncounted, by a
+/// request nobody waits for.
+struct Admitted {
+    rollups: Arc<Rollups>,
+    times: Vec<i64>,
+    queued: Option<Queued>,
+    settled: bool,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let rollups = self.rollups.clone();
+        let times = std::mem::take(&mut self.times);
+        let Some(queued) = self.queued.take() else {
+            rollups.release(&times);
+            return;
+        };
+        tokio::spawn(async move {
+            match queued.await {
+                Ok(Reply {
+                    result: Ok(refused),
+                    docs,
+                }) => {
+                    let refused: std::collections::HashSet<usize> =
+                        refused.iter().map(|r| r.0).collect();
+                    let mut stored = Vec::new();
+                    let mut released = Vec::new();
+                    for (i, (d, t)) in docs.iter().zip(&times).enumerate() {
+                        match (refused.contains(&i), Event::from_stored(d)) {
+                            (false, Ok(e)) => stored.push(e),
+                            _ => released.push(*t),
+                        }
+                    }
+                    rollups.stored(&stored);
+                    rollups.release(&released);
+                }
+                _ => rollups.release(&times),
+            }
+        });
     }
 }
 

@@ -89,9 +89,19 @@ pub type Refused = Vec<(usize, String)>;
 
 struct Job {
     docs: Vec<Document>,
-    done: oneshot::Sender<Result<Refused, SubmitError>>,
+    done: oneshot::Sender<Reply>,
     _room: OwnedSemaphorePermit,
 }
+
+/// What a batch came to, with its documents handed back: a request whose
+/// client went away still learns what was stored (see `ingest::http`).
+pub struct Reply {
+    pub result: Result<Refused, SubmitError>,
+    pub docs: Vec<Document>,
+}
+
+/// A batch in the queue; await it for the [`Reply`].
+pub type Queued = oneshot::Receiver<Reply>;
 
 /// What the writer task and its inserts share.
 struct Shared {
@@ -145,6 +155,15 @@ impl Writer {
         if docs.is_empty() {
             return Ok(Vec::new());
         }
+        match self.enqueue(docs).await?.await {
+            Ok(reply) => reply.result,
+            Err(_) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Queues `docs` once there is room; the receiver gets the [`Reply`] even
+    /// if the caller stops waiting.
+    pub async fn enqueue(&self, docs: Vec<Document>) -> Result<Queued, SubmitError> {
         let config = &self.shared.config;
         let n = u32::try_from(docs.len().min(config.max_queued_events)).unwrap_or(u32::MAX);
         let wait = Duration::from_millis(config.enqueue_timeout_ms);
@@ -164,7 +183,7 @@ impl Writer {
             })
             .await
             .map_err(|_| SubmitError::Closed)?;
-        result.await.unwrap_or(Err(SubmitError::Closed))
+        Ok(result)
     }
 
     /// Events queued or being written.
@@ -229,13 +248,14 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
         docs.extend(job.docs);
         replies.push((job.done, job._room));
     }
+    let mut docs = docs.into_iter();
     metrics.batch_size.observe(total as f64);
     let started = Instant::now();
     let outcome = tokio::time::timeout(
         timeout,
         shared
             .collection
-            .insert_many(docs)
+            .insert_many(docs.as_slice())
             .ordered(false)
             .write_concern(shared.write_concern.clone()),
     )
@@ -291,6 +311,9 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
         });
         offset += size;
         drop(room);
-        let _ = done.send(share.map_err(Clone::clone));
+        let _ = done.send(Reply {
+            result: share.map_err(Clone::clone),
+            docs: docs.by_ref().take(size).collect(),
+        });
     }
 }

@@ -14,6 +14,9 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+/// Live queries remembered for Grafana's subscriptions without data.
+const MAX_CHANNELS: usize = 10_000;
+
 /// What a channel learns from the feed.
 #[derive(Clone, Debug)]
 pub enum FeedEvent {
@@ -32,8 +35,9 @@ struct Feed {
 #[derive(Default)]
 pub struct LiveHub {
     feeds: Mutex<HashMap<String, Feed>>,
-    /// Channel path → (data source uid, query JSON), registered by QueryData.
-    queries: Mutex<HashMap<String, (String, Value)>>,
+    /// Channel path → (data source uid, query JSON, registration order), registered by QueryData.
+    queries: Mutex<HashMap<String, (String, Value, u64)>>,
+    registered: AtomicU64,
     streams_opened: AtomicU64,
     resyncs: AtomicU64,
 }
@@ -62,11 +66,14 @@ impl Drop for FeedGuard {
 impl LiveHub {
     pub fn register(&self, path: &str, uid: &str, query: Value) {
         let mut q = self.queries.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: a channel path is a hash of its query, so this only grows with distinct live queries.
-        if q.len() > 10_000 {
-            q.clear();
+        let stamp = self.registered.fetch_add(1, Ordering::Relaxed);
+        q.insert(path.to_string(), (uid.to_string(), query, stamp));
+        // Bounded: forget the query registered longest ago (a panel registers again at each refresh).
+        if q.len() > MAX_CHANNELS {
+            if let Some(oldest) = q.iter().min_by_key(|(_, v)| v.2).map(|(k, _)| k.clone()) {
+                q.remove(&oldest);
+            }
         }
-        q.insert(path.to_string(), (uid.to_string(), query));
     }
 
     pub fn lookup(&self, path: &str) -> Option<(String, Value)> {
@@ -74,7 +81,7 @@ impl LiveHub {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(path)
-            .cloned()
+            .map(|(uid, q, _)| (uid.clone(), q.clone()))
     }
 
     /// Change streams opened since start (reopens after a lost stream included).

@@ -50,6 +50,8 @@ pub struct Hit {
     pub grid: Grid,
     pub until: i64,
     pub buckets: u64,
+    /// When the oldest cells of the entry were read from MongoDB.
+    pub created_ms: i64,
 }
 
 impl BucketCache {
@@ -108,6 +110,7 @@ impl BucketCache {
             grid,
             until,
             buckets,
+            created_ms: entry.created_ms,
         })
     }
 

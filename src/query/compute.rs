@@ -397,14 +397,13 @@ pub fn series(q: &BuilderQuery, plan: &Plan, grid: &Grid, from_ms: i64) -> Vec<S
                     None => cells.get(&t).map(|c| value(&m.kind, plan, c, len)),
                     Some(n) => {
                         // The measure over the last n buckets ending with this one.
-                        let idx = all_buckets.iter().position(|x| *x == t).unwrap_or(0);
+                        let idx = all_buckets.partition_point(|x| *x < t);
+                        let first = all_buckets[idx.saturating_sub(n - 1)];
                         let mut merged: Option<Cell> = None;
-                        for bt in &all_buckets[idx.saturating_sub(n - 1)..=idx] {
-                            if let Some(c) = cells.get(bt) {
-                                merged
-                                    .get_or_insert_with(Cell::default)
-                                    .merge_first(c.clone());
-                            }
+                        for (_, c) in cells.range(first..=t) {
+                            merged
+                                .get_or_insert_with(Cell::default)
+                                .merge_first(c.clone());
                         }
                         merged.map(|c| value(&m.kind, plan, &c, len * n as i64))
                     }

@@ -421,7 +421,9 @@ pub fn parse_shift(text: &str) -> Result<i64, String> {
     if n <= 0 {
         return Err(format!("'{text}' must be a positive duration"));
     }
-    Ok(n * unit_ms)
+    n.checked_mul(unit_ms)
+        .filter(|ms| *ms <= 100 * 365 * 86_400_000)
+        .ok_or_else(|| format!("'{text}' is longer than a hundred years"))
 }
 
 impl MeasureKind {

@@ -61,6 +61,12 @@ pub fn prepare(
                 "each stage must be an object such as {\"$match\": {…}}",
             ));
         };
+        if let Some(other) = foreign_collection(&Bson::Document(d.clone()), &allowed) {
+            return Err(ModelError::new(
+                format!("pipeline[{i}]"),
+                format!("'{other}' is not one of this data source's collections ({}); $lookup, $graphLookup and $unionWith may only read those", allowed.join(", ")),
+            ));
+        }
         if let Some(op) = find_forbidden(&Bson::Document(d.clone())) {
             return Err(ModelError::new(
                 format!("pipeline[{i}]"),
@@ -87,6 +93,30 @@ pub fn allowed_collections(n: &CollectionNames) -> Vec<&str> {
         &n.pipeline_stats,
         &n.dead_letters,
     ]
+}
+
+/// A collection read by `$lookup`, `$graphLookup` or `$unionWith` that is not allowed.
+fn foreign_collection(b: &Bson, allowed: &[&str]) -> Option<String> {
+    match b {
+        Bson::Document(d) => d.iter().find_map(|(k, v)| {
+            let named = match (k.as_str(), v) {
+                ("$lookup" | "$graphLookup", Bson::Document(spec)) => {
+                    spec.get_str("from").ok().map(str::to_string)
+                }
+                ("$unionWith", Bson::String(c)) => Some(c.clone()),
+                ("$unionWith", Bson::Document(spec)) => {
+                    spec.get_str("coll").ok().map(str::to_string)
+                }
+                _ => None,
+            };
+            match named {
+                Some(c) if !allowed.contains(&c.as_str()) => Some(c),
+                _ => foreign_collection(v, allowed),
+            }
+        }),
+        Bson::Array(items) => items.iter().find_map(|i| foreign_collection(i, allowed)),
+        _ => None,
+    }
 }
 
 fn find_forbidden(b: &Bson) -> Option<&'static str> {

@@ -177,6 +177,18 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
     if ctx.to_ms <= ctx.from_ms {
         return Err(ModelError::new("timeRange", "the time range is empty"));
     }
+    // Grafana sends epoch milliseconds; anything beyond ±10,000 years is a mistake, and
+    // would overflow the bucket arithmetic below.
+    const LIMIT: i64 = 315_537_897_600_000;
+    if ctx.from_ms.abs() > LIMIT
+        || ctx.to_ms.abs() > LIMIT
+        || !(0..=LIMIT).contains(&ctx.interval_ms)
+    {
+        return Err(ModelError::new(
+            "timeRange",
+            "times must be epoch milliseconds within ±10,000 years",
+        ));
+    }
     let (level, notices) = choose_level(q, ctx);
     let bucket_ms = match level {
         Level::Month => None,
@@ -221,6 +233,13 @@ pub fn plan(q: &BuilderQuery, ctx: &PlanContext) -> Result<Plan, ModelError> {
         for (i, m) in q.measures.iter().enumerate() {
             if let Some(w) = m.window {
                 let w_ms = w.minutes as i64 * 60_000;
+                // Each bucket merges the window's buckets: bound the work a panel can ask for.
+                if (w_ms / b).saturating_mul((to_ms - from_ms) / b) > 20_000_000 {
+                    return Err(ModelError::new(
+                        format!("measures[{i}].window.minutes"),
+                        "this moving window over this many buckets is too much work: choose a coarser granularity or a shorter range",
+                    ));
+                }
                 if w_ms % b != 0 {
                     return Err(ModelError::new(
                         format!("measures[{i}].window.minutes"),

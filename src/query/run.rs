@@ -65,6 +65,7 @@ async fn read_grid(
     set_from(&mut pipeline, read_from);
     let executed = pipeline_text(&plan.collection, &pipeline);
     let mut grid = Grid::new();
+    let mut truncated = false;
     if read_from < plan.to_ms {
         let fetched = aggregate(
             env.db,
@@ -74,6 +75,7 @@ async fn read_grid(
             env.max_rows,
         )
         .await?;
+        truncated = fetched.truncated;
         if fetched.truncated {
             notices.push((
                 Severity::Warning,
@@ -90,6 +92,8 @@ async fn read_grid(
         .map_err(RunError::Data)?;
     }
     let served = hit.as_ref().map_or(0, |h| h.buckets);
+    // Cells carried over keep their age, so the cache's time to live still runs out.
+    let created = hit.as_ref().map_or(env.now_ms, |h| h.created_ms);
     if let Some(h) = hit {
         for (k, cells) in h.grid {
             let g = grid.entry(k).or_default();
@@ -100,8 +104,11 @@ async fn read_grid(
     }
     if let Some(cache) = env.cache {
         cache.record_read(read_from > plan.from_ms, served);
-        let until = closed_until(plan, &grid, env.now_ms - env.horizon_ms);
-        cache.put(key, &grid, plan.from_ms, until, env.now_ms);
+        // A cut-short read lacks buckets that are not empty: never keep it.
+        if !truncated {
+            let until = closed_until(plan, &grid, env.now_ms - env.horizon_ms);
+            cache.put(key, &grid, plan.from_ms, until, created);
+        }
     }
     Ok((grid, executed))
 }
@@ -132,10 +139,12 @@ fn cache_key(scope: &str, plan: &Plan) -> String {
     if let Some(Ok(m)) = pipeline.first_mut().map(|s| s.get_document_mut("$match")) {
         m.remove("timestamp");
     }
+    // Top-K sketches are read with the K asked for, so K is part of the shape.
     format!(
-        "{scope}|{}|{:?}|{}",
+        "{scope}|{}|{:?}|{:?}|{}",
         plan.collection,
         plan.bucket_ms,
+        plan.top_k_sizes,
         Bson::Array(pipeline.into_iter().map(Bson::Document).collect())
     )
 }
@@ -171,9 +180,21 @@ pub async fn run_builder(
             to_ms: ctx.to_ms - shift_ms,
             ..ctx.clone()
         };
-        let mut shifted = plan(q, &shifted_ctx)?;
-        // Same buckets as the main series, so the two lines align point for point.
-        shifted.bucket_ms = main.bucket_ms;
+        // The main plan moved back in time: same level, same buckets, so the
+        // two lines align point for point (a separate plan could pick another level).
+        let mut shifted = main.clone();
+        shifted.from_ms = main.bucket_start(main.from_ms - shift_ms);
+        shifted.to_ms = main.to_ms - shift_ms;
+        if let Some(Ok(m)) = shifted
+            .pipeline
+            .first_mut()
+            .map(|s| s.get_document_mut("$match"))
+        {
+            m.insert(
+                "timestamp",
+                bson::doc! { "$gte": bson::DateTime::from_millis(shifted.from_ms), "$lt": bson::DateTime::from_millis(shifted.to_ms) },
+            );
+        }
         let (prev, executed) = read_grid(env, &shifted, &mut notices).await?;
         // Compare the groups shown, not a separately ranked set.
         let prev: Grid = if q.top_n.is_some() {

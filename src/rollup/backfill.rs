@@ -61,7 +61,8 @@ pub async fn backfill(
         }
     }
     let events = db.collection::<Document>(&names.events);
-    let range = doc! { "timestamp": { "$gte": bson::DateTime::from_millis(from), "$lt": bson::DateTime::from_millis(to) } };
+    // This writer's events only: other daemons' events are in their own rollups.
+    let range = doc! { "writer": &req.writer, "timestamp": { "$gte": bson::DateTime::from_millis(from), "$lt": bson::DateTime::from_millis(to) } };
     let total = events
         .count_documents(range.clone())
         .await
@@ -76,7 +77,7 @@ pub async fn backfill(
         let hi = (hour + HOUR_MS).min(to);
         let mut windows = Windows::new(req.specs.clone(), &req.writer, 0, 0, i64::MIN);
         let mut cursor = events
-            .find(doc! { "timestamp": { "$gte": bson::DateTime::from_millis(lo), "$lt": bson::DateTime::from_millis(hi) } })
+            .find(doc! { "writer": &req.writer, "timestamp": { "$gte": bson::DateTime::from_millis(lo), "$lt": bson::DateTime::from_millis(hi) } })
             .batch_size(5_000)
             .await
             .map_err(|e| format!("reading events: {e}"))?;

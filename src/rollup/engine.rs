@@ -148,6 +148,14 @@ impl Rollups {
         }
     }
 
+    /// Gives back admissions by event time (when only the times are left).
+    pub fn release(&self, event_times_ms: &[i64]) {
+        let mut w = self.lock();
+        for t in event_times_ms {
+            w.release(*t);
+        }
+    }
+
     /// Gives back admissions of events that were not stored.
     pub fn not_stored<'a>(&self, events: impl IntoIterator<Item = &'a Event<'a>>) {
         let mut w = self.lock();

@@ -112,7 +112,8 @@ pub async fn recover(
     };
     let mut cursor = db
         .collection::<Document>(&names.events)
-        .find(doc! { "timestamp": { "$gte": bson::DateTime::from_millis(replay_from) } })
+        // Only the events this daemon accepted: others are in their own writers' rollups.
+        .find(doc! { "writer": writer, "timestamp": { "$gte": bson::DateTime::from_millis(replay_from) } })
         .batch_size(5_000)
         .await
         .map_err(|e| format!("reading events to recover: {e}"))?;

@@ -355,11 +355,9 @@ impl Windows {
                         && match level {
                             Level::Minute => !self.pending.contains_key(&k.start),
                             _ => {
-                                self.open_children[level.index()]
-                                    .get(&(k.spec, k.start))
-                                    .copied()
-                                    .unwrap_or(0)
-                                    == 0
+                                self.open_children[level.index()].get(&(k.spec, k.start)).copied().unwrap_or(0) == 0
+                                    // A minute with events still being stored may have no window yet.
+                                    && !self.pending.keys().any(|m| level.bucket_start(*m) == k.start)
                             }
                         }
                 })
@@ -493,7 +491,10 @@ impl Windows {
             .map(|k| k.start)
             .min()
             .unwrap_or(i64::MAX);
-        self.watermark_ms.min(earliest_open)
+        // A minute with events still being stored may have no window yet; a
+        // crash now must still replay it.
+        let earliest_pending = self.pending.keys().copied().min().unwrap_or(i64::MAX);
+        self.watermark_ms.min(earliest_open).min(earliest_pending)
     }
 
     /// Every session bucket before this instant is final and written.

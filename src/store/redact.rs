@@ -19,6 +19,10 @@ impl Redactor {
     /// `mongodb+srv://` URI by hand, so it works on URIs the driver rejects.
     pub fn for_uri(uri: &str) -> Self {
         let rest = uri.split_once("://").map(|(_, r)| r).unwrap_or(uri);
+        // Options (`?appName=a@b`) never hold the credentials: look for '@' before them.
+        let rest = rest
+            .split_once('?')
+            .map_or(rest, |(authority_and_path, _)| authority_and_path);
         // The authority ends at the first '/' or '?' after the last '@'.
         let (userinfo, after_at) = match rest.rfind('@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
@@ -69,7 +73,8 @@ impl Redactor {
         let Some((scheme, rest)) = uri.split_once("://") else {
             return Self::for_uri(uri).clean(uri);
         };
-        match rest.rfind('@') {
+        let before_options = rest.find('?').unwrap_or(rest.len());
+        match rest[..before_options].rfind('@') {
             Some(at) => match rest[..at].split_once(':') {
                 Some((user, _)) => format!("{scheme}://{user}:{MASK}{}", &rest[at..]),
                 None => uri.to_string(),
@@ -132,6 +137,13 @@ mod tests {
             "mongodb://a:****@mongodb:27017/?replicaSet=rs0"
         );
         assert_eq!(Redactor::redact_uri("mongodb://h"), "mongodb://h");
+    }
+
+    #[test]
+    fn an_at_sign_in_the_options_is_not_the_credentials() {
+        let r = Redactor::for_uri("mongodb://u:pw-secret@h:27017/?appName=a@b");
+        assert_eq!(r.hosts(), "h:27017");
+        assert_eq!(r.clean("pw-secret"), "****");
     }
 
     #[test]
