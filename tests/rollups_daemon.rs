@@ -300,3 +300,33 @@ async fn backfill_recomputes_the_same_rollups_and_is_safe_to_rerun() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 }
+
+#[tokio::test]
+async fn a_client_that_gives_up_mid_request_still_has_its_stored_events_counted() {
+    let mongo = TestMongo::start().await;
+    let Some(pid) = mongo.standin_pid() else {
+        eprintln!("skipped: pausing MongoDB needs the stand-in (MONGODB_URI is set)");
+        return;
+    };
+    let daemon = Daemon::start(&mongo, &ENV).await;
+    post_for(&daemon, 0, Duration::from_millis(500)).await;
+    // MongoDB stalls; the client stops waiting long before the daemon's write timeout.
+    support::daemon::signal(pid, "STOP");
+    let now = Utc::now();
+    let batch: Vec<Value> = (0..30).map(|i| seed_event(500_000 + i, now)).collect();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(daemon.url("/v1/events"))
+        .bearer_auth(API_KEY)
+        .json(&batch)
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up");
+    support::daemon::signal(pid, "CONT");
+    // Whatever MongoDB stored is in the rollups; nothing holds a minute open.
+    post_for(&daemon, 1_000_000, Duration::from_millis(500)).await;
+    wait_until_rollups_match(&mongo).await;
+}
