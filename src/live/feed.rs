@@ -157,10 +157,12 @@ async fn run_feed(
         };
         hub.streams_opened.fetch_add(1, Ordering::Relaxed);
         if !first {
-            // Events between the lost stream and this one are in the rollups: re-read them.
             hub.resyncs.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(FeedEvent::Resync);
         }
+        // Whatever was written before this stream opened (while a channel read its
+        // first minutes, or between a lost stream and this one) is in the rollups:
+        // channels re-read them once.
+        let _ = tx.send(FeedEvent::Resync);
         first = false;
         backoff = Duration::from_millis(200);
         while let Some(event) = stream.next().await {
