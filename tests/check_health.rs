@@ -75,8 +75,11 @@ async fn closed_port_fails_naming_the_host_within_the_timeout() {
         "{}",
         r.message
     );
+    // Usually the driver's reason ("connection refused"); on a starved machine the
+    // overall bound may come first, which also names the host.
     assert!(
-        r.message.contains("Could not reach MongoDB"),
+        r.message.contains("Could not reach MongoDB")
+            || r.message.contains("did not answer within"),
         "{}",
         r.message
     );

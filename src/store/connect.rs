@@ -80,8 +80,11 @@ pub async fn build_client_with_tls(
         reason: redactor.clean(&driver_message(&e)),
     })?;
     options.app_name.get_or_insert_with(|| app_name.to_string());
-    options.server_selection_timeout = Some(timeout);
-    options.connect_timeout = Some(timeout);
+    // A little under the caller's bound, so the driver's own explanation
+    // ("connection refused", "authentication failed") arrives before the bound does.
+    let driver_bound = timeout.mul_f64(0.85);
+    options.server_selection_timeout = Some(driver_bound);
+    options.connect_timeout = Some(driver_bound);
     if tls.requested() {
         let mut t = match options.tls.take() {
             Some(Tls::Enabled(t)) => t,
