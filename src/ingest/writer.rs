@@ -7,7 +7,6 @@
 //! events: when it is spent for longer than `enqueue_timeout_ms` the caller gets
 //! [`SubmitError::Busy`] and the API answers 503 rather than queueing without bound.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,7 +109,6 @@ struct Shared {
     config: WriterConfig,
     metrics: Arc<IngestMetrics>,
     room: Arc<Semaphore>,
-    healthy: AtomicBool,
     redactor: Redactor,
 }
 
@@ -143,7 +141,6 @@ impl Writer {
             room: Arc::new(Semaphore::new(config.max_queued_events)),
             config,
             metrics,
-            healthy: AtomicBool::new(true),
             redactor,
         });
         let task = tokio::spawn(run(rx, shared.clone()));
@@ -189,11 +186,6 @@ impl Writer {
     /// Events queued or being written.
     pub fn queued(&self) -> usize {
         self.shared.config.max_queued_events - self.shared.room.available_permits()
-    }
-
-    /// False after a failed write, true again after a successful one.
-    pub fn healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Relaxed)
     }
 }
 
@@ -288,7 +280,6 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
             )),
         },
     };
-    shared.healthy.store(result.is_ok(), Ordering::Relaxed);
     match &result {
         Ok(_) => {
             metrics.writes_ok.inc();

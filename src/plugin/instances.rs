@@ -91,8 +91,4 @@ impl Instances {
     pub fn built(&self) -> u64 {
         self.built.load(Ordering::Relaxed)
     }
-
-    pub async fn cached(&self) -> usize {
-        self.entries.lock().await.len()
-    }
 }

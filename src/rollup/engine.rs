@@ -277,9 +277,4 @@ impl Rollups {
             .newest_final_end_ms()
             .map(|end| (now_ms - end) as f64 / 1000.0)
     }
-
-    /// Runs `f` on the windows (tests and the benchmark).
-    pub fn with_windows<T>(&self, f: impl FnOnce(&mut Windows) -> T) -> T {
-        f(&mut self.lock())
-    }
 }

@@ -211,10 +211,6 @@ impl Sessions {
         // Sessions still open can end no earlier than the watermark's minute.
         earliest.min(Level::Minute.bucket_start(self.watermark_ms.max(i64::MIN / 2)))
     }
-
-    pub fn gap_ms(&self) -> i64 {
-        self.gap_ms
-    }
 }
 
 fn session_dims(spec: &Spec, event: &Event) -> Box<[Option<Box<str>>]> {

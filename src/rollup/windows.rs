@@ -196,10 +196,6 @@ impl Windows {
         self.newest_final_end_ms
     }
 
-    pub fn max_event_ms(&self) -> i64 {
-        self.max_event_ms
-    }
-
     pub fn open_windows(&self, level: Level) -> usize {
         self.levels[level.index()].len()
     }
