@@ -194,13 +194,24 @@ fn field_type(name: &str, data_type: &DataType) -> Result<FieldType, String> {
     })
 }
 
+/// One record batch's slice of a field.
+struct Column {
+    values: Vec<Value>,
+    /// For time fields only.
+    instants: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Column {
+    fn plain(values: Vec<Value>) -> Column {
+        Column {
+            values,
+            instants: Vec::new(),
+        }
+    }
+}
+
 /// Values of one column read by Grafana's rules for its schema type.
-fn read_column(
-    name: &str,
-    data_type: &DataType,
-    array: &dyn Array,
-) -> Result<(FieldType, Vec<Value>, Vec<Option<DateTime<Utc>>>), String> {
-    let none = Vec::new();
+fn read_column(name: &str, data_type: &DataType, array: &dyn Array) -> Result<Column, String> {
     Ok(match data_type {
         DataType::Utf8 => {
             let a = array
@@ -211,25 +222,25 @@ fn read_column(
                 .iter()
                 .map(|s| s.map(|s| Value::String(s.into())).unwrap_or(Value::Null))
                 .collect();
-            (FieldType::String, v, none)
+            Column::plain(v)
         }
-        DataType::Int8 => (FieldType::Number, number::<i8>(array), none),
-        DataType::Int16 => (FieldType::Number, number::<i16>(array), none),
-        DataType::Int32 => (FieldType::Number, number::<i32>(array), none),
-        DataType::Int64 => (FieldType::Number, number::<i64>(array), none),
-        DataType::UInt8 => (FieldType::Number, number::<u8>(array), none),
-        DataType::UInt16 => (FieldType::Number, number::<u16>(array), none),
-        DataType::UInt32 => (FieldType::Number, number::<u32>(array), none),
-        DataType::UInt64 => (FieldType::Number, number::<u64>(array), none),
-        DataType::Float32 => (FieldType::Number, floats::<f32>(array), none),
-        DataType::Float64 => (FieldType::Number, floats::<f64>(array), none),
+        DataType::Int8 => Column::plain(number::<i8>(array)),
+        DataType::Int16 => Column::plain(number::<i16>(array)),
+        DataType::Int32 => Column::plain(number::<i32>(array)),
+        DataType::Int64 => Column::plain(number::<i64>(array)),
+        DataType::UInt8 => Column::plain(number::<u8>(array)),
+        DataType::UInt16 => Column::plain(number::<u16>(array)),
+        DataType::UInt32 => Column::plain(number::<u32>(array)),
+        DataType::UInt64 => Column::plain(number::<u64>(array)),
+        DataType::Float32 => Column::plain(floats::<f32>(array)),
+        DataType::Float64 => Column::plain(floats::<f64>(array)),
         DataType::Boolean => {
             let a = array.as_any().downcast_ref::<BooleanArray>().expect("bool");
             let v = a
                 .iter()
                 .map(|b| b.map(Value::Bool).unwrap_or(Value::Null))
                 .collect();
-            (FieldType::Bool, v, none)
+            Column::plain(v)
         }
         // Whatever the declared unit: Grafana assumes nanoseconds.
         DataType::Timestamp(_, _) => {
@@ -245,7 +256,10 @@ fn read_column(
                 .iter()
                 .map(|t| t.map(time_text).unwrap_or(Value::Null))
                 .collect();
-            (FieldType::Time, v, instants)
+            Column {
+                values: v,
+                instants,
+            }
         }
         DataType::Binary => {
             let a = array
@@ -260,7 +274,7 @@ fn read_column(
                         .map_err(|e| format!("field {name}: binary that is not JSON: {e}")),
                 })
                 .collect::<Result<_, _>>()?;
-            (FieldType::Json, v, none)
+            Column::plain(v)
         }
         other => return Err(field_type(name, other).err().unwrap_or_default()),
     })
@@ -317,9 +331,9 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedFrame, String> {
                     array.null_count()
                 ));
             }
-            let (_, values, instants) = read_column(&f.name, &f.data_type, array.as_ref())?;
-            out.values.extend(values);
-            out.instants.extend(instants);
+            let column = read_column(&f.name, &f.data_type, array.as_ref())?;
+            out.values.extend(column.values);
+            out.instants.extend(column.instants);
         }
     }
     Ok(DecodedFrame {
