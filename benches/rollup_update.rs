@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use chrono::{TimeZone, Utc};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use mongopulse::ingest::{Event, Limits, Validator};
 use mongopulse::rollup::spec::{Spec, SpecConfig};
 use mongopulse::rollup::windows::Windows;
@@ -223,4 +223,37 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// Under `valgrind --tool=callgrind`, `ROLLUP_COUNT=parse|ours|naive` runs one
+/// pass over `ROLLUP_COUNT_EVENTS` (100,000) events instead of criterion, so
+/// `scripts/bench-rollups.sh` can subtract the parse-only count and print
+/// instructions per event: a figure a busy machine does not change.
+fn count_instructions(what: &str) {
+    let n: usize = std::env::var("ROLLUP_COUNT_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let lines: Vec<String> = events_json().into_iter().take(n).collect();
+    let events = parse(&lines);
+    let kept = match what {
+        "ours" => ours(&events).open_windows(Level::Minute),
+        "naive" => naive(&events).len(),
+        "ours_results" => {
+            let mut w = ours(&events);
+            w.advance(T0 + 10 * SPAN_MS);
+            w.flush(0).rollups.len()
+        }
+        _ => 0,
+    };
+    eprintln!("{what}: {} events, {kept} buckets", events.len());
+}
+
+fn main() {
+    match std::env::var("ROLLUP_COUNT") {
+        Ok(what) => count_instructions(&what),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -36,7 +36,10 @@ fn large_strings_and_date32_fail_the_frame_naming_the_field() {
         Box::new(Utf8Array::<i64>::from([Some("/home")])),
     );
     let err = decode(&large).unwrap_err();
-    assert!(err.contains("field page") && err.contains("LargeUtf8"), "{err}");
+    assert!(
+        err.contains("field page") && err.contains("LargeUtf8"),
+        "{err}"
+    );
 
     let date = ipc(
         Field::new("day", DataType::Date32, true),
@@ -50,7 +53,11 @@ fn large_strings_and_date32_fail_the_frame_naming_the_field() {
 fn every_timestamp_is_read_as_nanoseconds_whatever_its_declared_unit() {
     let ms: i64 = 1_764_000_000_000;
     let declared_ms = ipc(
-        Field::new("time", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
         Box::new(
             PrimitiveArray::<i64>::from([Some(ms)])
                 .to(DataType::Timestamp(TimeUnit::Millisecond, None)),
@@ -62,7 +69,11 @@ fn every_timestamp_is_read_as_nanoseconds_whatever_its_declared_unit() {
     assert_eq!(t.format("%Y").to_string(), "1970");
 
     let declared_ns = ipc(
-        Field::new("time", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            true,
+        ),
         Box::new(
             PrimitiveArray::<i64>::from([Some(ms * 1_000_000)])
                 .to(DataType::Timestamp(TimeUnit::Nanosecond, None)),
@@ -87,7 +98,10 @@ fn labels_come_from_field_metadata_and_nulls_need_a_nullable_field() {
         Box::new(Int64Array::from([Some(1), None])),
     );
     let err = decode(&strict).unwrap_err();
-    assert!(err.contains("field n") && err.contains("not nullable"), "{err}");
+    assert!(
+        err.contains("field n") && err.contains("not nullable"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -170,7 +184,10 @@ async fn a_pipeline_result_of_every_bson_type_maps_onto_grafana_field_types() {
     assert_eq!(cell("document"), (String, json!(r#"{"a":1,"b":"x"}"#)));
     assert_eq!(cell("array"), (String, json!(r#"[1,"two"]"#)));
     assert_eq!(cell("binary"), (String, json!("AQID")));
-    assert_eq!(cell("objectId"), (String, json!("64b7f0a1c2d3e4f5a6b7c8d9")));
+    assert_eq!(
+        cell("objectId"),
+        (String, json!("64b7f0a1c2d3e4f5a6b7c8d9"))
+    );
     assert_eq!(cell("bool"), (Bool, json!(true)));
     assert_eq!(f.field("date").times(), vec![instant(date_ms)]);
     assert_eq!(cell("null"), (String, json!(null)));

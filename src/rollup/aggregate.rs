@@ -68,21 +68,39 @@ pub struct Aggregate {
     pub top_k: Vec<TopK>,
 }
 
-/// The group-by values of an event, in spec order; `None` when absent.
-pub type DimValues<'a> = Vec<Option<Cow<'a, str>>>;
+/// Most dimensions a spec may group by (checked by `Spec::new`).
+pub const MAX_DIMENSIONS: usize = 16;
+
+/// The group-by values of an event, in spec order; `None` when absent. On the
+/// stack: every event builds one per spec, and a heap vector each time was a
+/// measurable part of the update.
+pub struct DimValues<'a> {
+    values: [Option<Cow<'a, str>>; MAX_DIMENSIONS],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for DimValues<'a> {
+    type Target = [Option<Cow<'a, str>>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.values[..self.len]
+    }
+}
 
 /// An event's value for a spec dimension (`eventType` is the event type).
 pub fn dimension_values<'e>(spec: &Spec, event: &'e Event<'_>) -> DimValues<'e> {
-    spec.dimensions
-        .iter()
-        .map(|name| {
-            if name == "eventType" {
-                Some(Cow::Borrowed(event.event_type.as_ref()))
-            } else {
-                event.dimensions.get(name).map(scalar_text)
-            }
-        })
-        .collect()
+    let mut out = DimValues {
+        values: Default::default(),
+        len: spec.dimensions.len().min(MAX_DIMENSIONS),
+    };
+    for (slot, name) in out.values.iter_mut().zip(&spec.dimensions) {
+        *slot = if name == "eventType" {
+            Some(Cow::Borrowed(event.event_type.as_ref()))
+        } else {
+            event.dimensions.get(name).map(scalar_text)
+        };
+    }
+    out
 }
 
 impl Aggregate {

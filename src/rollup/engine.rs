@@ -29,6 +29,10 @@ pub struct RollupMetrics {
     pub documents_written: Counter,
     pub flush_failures: Counter,
     pub flush_seconds: Histogram,
+    /// The in-memory part of a flush: building the changed buckets' documents.
+    pub flush_build_seconds: Histogram,
+    /// Buckets (rollup and session documents) per flush.
+    pub flush_buckets: Histogram,
     pub open_minute_windows: Gauge,
     pub open_sessions: Gauge,
     /// now − end of the newest final minute, in seconds.
@@ -43,6 +47,8 @@ impl RollupMetrics {
             documents_written: Counter::default(),
             flush_failures: Counter::default(),
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            flush_build_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            flush_buckets: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             open_minute_windows: Gauge::default(),
             open_sessions: Gauge::default(),
             materialization_lag: Gauge::default(),
@@ -72,6 +78,16 @@ impl RollupMetrics {
             "flush_duration_seconds",
             "Time to write one flush",
             m.flush_seconds.clone(),
+        );
+        r.register(
+            "flush_build_duration_seconds",
+            "Time to build the documents of one flush (in memory, before writing)",
+            m.flush_build_seconds.clone(),
+        );
+        r.register(
+            "flush_buckets",
+            "Rollup and session documents per flush",
+            m.flush_buckets.clone(),
         );
         r.register(
             "open_minute_windows",
@@ -176,8 +192,21 @@ impl Rollups {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    if let Err(e) = self.flush_once(Utc::now().timestamp_millis()).await {
-                        tracing::warn!("rollup flush failed, will retry: {e}");
+                    let started = Instant::now();
+                    match self.flush_once(Utc::now().timestamp_millis()).await {
+                        Err(e) => tracing::warn!("rollup flush failed, will retry: {e}"),
+                        Ok(buckets) => {
+                            let took = started.elapsed();
+                            if took > interval {
+                                tracing::warn!(
+                                    took_ms = took.as_millis() as u64,
+                                    buckets,
+                                    interval_ms = interval.as_millis() as u64,
+                                    "rollup flush took longer than its interval; rollups lag behind \
+                                     (raise rollups.flush_interval_ms or spread the load over more daemons)"
+                                );
+                            }
+                        }
                     }
                 }
                 _ = &mut stop => break,
@@ -197,7 +226,11 @@ impl Rollups {
             w.advance(now_ms);
             w.flush(now_ms)
         };
+        self.metrics
+            .flush_build_seconds
+            .observe(started.elapsed().as_secs_f64());
         let written = batch.rollups.len() + batch.sessions.len();
+        self.metrics.flush_buckets.observe(written as f64);
         match self.write(&batch).await {
             Ok(()) => {
                 let (cp, finalized, newest, open, sessions) = {

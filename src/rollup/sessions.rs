@@ -216,12 +216,12 @@ impl Sessions {
 fn session_dims(spec: &Spec, event: &Event) -> Box<[Option<Box<str>>]> {
     spec.dimensions
         .iter()
-        .zip(dimension_values(spec, event))
+        .zip(dimension_values(spec, event).iter())
         .map(|(name, v)| {
             if name == "eventType" {
                 None
             } else {
-                v.map(|c| Box::from(c.as_ref()))
+                v.as_deref().map(Box::from)
             }
         })
         .collect()

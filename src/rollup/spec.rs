@@ -100,8 +100,11 @@ impl Spec {
                 return Err(format!("rollups.specs '{name}': {what} lists a name twice"));
             }
         }
-        if c.dimensions.len() > 16 {
-            return Err(format!("rollups.specs '{name}': at most 16 dimensions"));
+        if c.dimensions.len() > super::aggregate::MAX_DIMENSIONS {
+            return Err(format!(
+                "rollups.specs '{name}': at most {} dimensions",
+                super::aggregate::MAX_DIMENSIONS
+            ));
         }
         let e = c.quantile_relative_error;
         if !(e.is_finite() && e > 0.0 && e < 0.5) {
