@@ -67,6 +67,9 @@ enum Command {
         /// Stop after this many events (0: run until stopped).
         #[arg(long, default_value_t = 0)]
         events: u64,
+        /// Share of events sent malformed on purpose (0 to 1), to see rejections.
+        #[arg(long, default_value_t = 0.0)]
+        invalid_fraction: f64,
     },
 }
 
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             key,
             rate,
             events,
+            invalid_fraction,
         } => {
             init_logging(&config);
             let options = daemon::loadgen::LoadgenOptions {
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
                 key,
                 rate,
                 events,
+                invalid_fraction,
             };
             block_on(async move {
                 daemon::loadgen::run(options, shutdown_signal())

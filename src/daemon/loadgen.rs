@@ -2,7 +2,10 @@
 //! product (the compose stack runs it so the dashboards have data).
 //!
 //! In: a daemon URL, an API key, a rate. Out: POSTs of batches of events,
-//! with a line of progress every 10 seconds.
+//! with a line of progress every 10 seconds. The event types make the funnel
+//! of the *Real-time analytics* dashboard (page_view → click → conversion);
+//! with `invalid_fraction` a share of events is malformed on purpose, so the
+//! rejection panels of the operations dashboard and `dead_letters` show something.
 
 use std::time::Duration;
 
@@ -15,6 +18,8 @@ pub struct LoadgenOptions {
     pub rate: f64,
     /// Stop after this many events (0: never).
     pub events: u64,
+    /// Share of events sent malformed (0 to 1), refused by the daemon with a reason.
+    pub invalid_fraction: f64,
 }
 
 const COUNTRIES: [(&str, &str, u32); 8] = [
@@ -37,11 +42,12 @@ const PAGES: [&str; 8] = [
     "/help",
     "/about",
 ];
-const TYPES: [(&str, u32); 4] = [
+const TYPES: [(&str, u32); 5] = [
     ("page_view", 80),
     ("click", 14),
-    ("add_to_cart", 4),
+    ("add_to_cart", 3),
     ("checkout", 2),
+    ("conversion", 1),
 ];
 
 /// A small deterministic generator: no RNG crate needed for demo traffic.
@@ -120,11 +126,27 @@ fn event(rng: &mut Rng) -> Value {
     })
 }
 
+/// Spoils a valid event in one of two ways, so rejections come with two reasons.
+fn spoil(rng: &mut Rng, mut event: Value) -> Value {
+    if rng.below(2) == 0 {
+        event.as_object_mut().map(|e| e.remove("timestamp"));
+    } else {
+        event["metrics"]["pageLoadTime"] = json!("slow");
+    }
+    event
+}
+
 /// Sends events until stopped (or `events` were sent); returns how many were accepted.
 pub async fn run(
     o: LoadgenOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<u64, String> {
+    if !(0.0..=1.0).contains(&o.invalid_fraction) {
+        return Err(format!(
+            "--invalid-fraction must be between 0 and 1, got {}",
+            o.invalid_fraction
+        ));
+    }
     if !(o.rate.is_finite() && o.rate > 0.0) {
         return Err(format!(
             "--rate must be a positive number of events per second, got {}",
@@ -149,7 +171,15 @@ pub async fn run(
             _ = &mut stop => break,
             _ = report.tick() => tracing::info!(sent, accepted, failed, "loadgen"),
             _ = tick.tick() => {
-                let batch: Vec<Value> = (0..per_batch).map(|_| event(&mut rng)).collect();
+                // One in `every` events is spoiled (none when the fraction is 0).
+                let every = (1.0 / o.invalid_fraction).round().max(1.0) as u64;
+                let batch: Vec<Value> = (0..per_batch)
+                    .map(|i| {
+                        let e = event(&mut rng);
+                        let n = sent + i as u64 + 1;
+                        if o.invalid_fraction > 0.0 && n % every == 0 { spoil(&mut rng, e) } else { e }
+                    })
+                    .collect();
                 sent += batch.len() as u64;
                 match http.post(&url).bearer_auth(&o.key).json(&batch).send().await {
                     Ok(r) if r.status().is_success() => {
