@@ -244,31 +244,58 @@ fn provisioned_grafana_alert_rules_are_consistent() {
     assert!(rules >= 2);
 }
 
-/// The provisioned dashboard: every query on our data source is one the plugin accepts.
+/// The provisioned dashboards: fixed, distinct uids; every query on our data
+/// source is one the plugin accepts (`tests/dashboards.rs` also runs them).
 #[test]
 fn provisioned_dashboard_queries_parse() {
-    let dash: Json = serde_json::from_str(&read(
-        "provisioning/dashboards/json/mongopulse-overview.json",
-    ))
-    .expect("valid JSON");
-    let mut queries: Vec<Json> = Vec::new();
-    for p in dash["panels"].as_array().unwrap() {
-        queries.extend(p["targets"].as_array().unwrap().iter().cloned());
-    }
-    for v in dash["templating"]["list"].as_array().unwrap() {
-        queries.push(v["query"].clone());
-    }
-    for a in dash["annotations"]["list"].as_array().unwrap() {
-        queries.push(a["target"].clone());
-    }
-    assert!(queries.len() >= 8);
-    for q in queries {
-        assert_eq!(
-            q["datasource"]["uid"].as_str().unwrap_or("mongopulse"),
-            "mongopulse"
+    let dir = root().join("provisioning/dashboards/json");
+    let mut uids = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("dashboards folder") {
+        let path = entry.expect("entry").path();
+        let name = path.display().to_string();
+        let dash: Json = serde_json::from_str(&std::fs::read_to_string(&path).expect("readable"))
+            .unwrap_or_else(|e| panic!("{name} is not valid JSON: {e}"));
+        let uid = dash["uid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no fixed uid"));
+        assert!(
+            !uids.contains(&uid.to_string()),
+            "{name}: uid {uid} used twice"
         );
-        mongopulse::query::model::parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        uids.push(uid.to_string());
+        let mut queries: Vec<Json> = Vec::new();
+        for p in dash["panels"].as_array().unwrap() {
+            queries.extend(p["targets"].as_array().unwrap().iter().cloned());
+        }
+        for v in dash["templating"]["list"].as_array().unwrap() {
+            if v["type"] == "query" {
+                queries.push(v["query"].clone());
+            }
+        }
+        for a in dash["annotations"]["list"].as_array().unwrap() {
+            if a["datasource"]["uid"] == "mongopulse" {
+                queries.push(a["target"].clone());
+            }
+        }
+        assert!(queries.len() >= 8, "{name}");
+        for q in queries {
+            assert_eq!(
+                q["datasource"]["uid"].as_str().unwrap_or("mongopulse"),
+                "mongopulse",
+                "{name}"
+            );
+            mongopulse::query::model::parse(&q).unwrap_or_else(|e| panic!("{name}: {q}: {e}"));
+        }
     }
+    uids.sort();
+    assert_eq!(
+        uids,
+        [
+            "mongopulse-operations",
+            "mongopulse-overview",
+            "mongopulse-realtime"
+        ]
+    );
     let provider = yaml("provisioning/dashboards/dashboards.yaml");
     assert_eq!(
         provider["providers"][0]["options"]["path"],

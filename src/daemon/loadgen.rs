@@ -20,6 +20,8 @@ pub struct LoadgenOptions {
     pub events: u64,
     /// Share of events sent malformed (0 to 1), refused by the daemon with a reason.
     pub invalid_fraction: f64,
+    /// Minutes of past traffic sent first (0: none).
+    pub history_minutes: u32,
 }
 
 const COUNTRIES: [(&str, &str, u32); 8] = [
@@ -87,7 +89,7 @@ impl Rng {
     }
 }
 
-fn event(rng: &mut Rng) -> Value {
+fn event(rng: &mut Rng, at_ms: i64) -> Value {
     let country = COUNTRIES
         .iter()
         .map(|c| ((c.0, c.1), c.2))
@@ -100,14 +102,14 @@ fn event(rng: &mut Rng) -> Value {
     // Mobile pages load slower, and Brazil slower still: something for the alerts to see.
     let slow = if device == "mobile" { 1.6 } else { 1.0 } * if code == "BR" { 1.8 } else { 1.0 };
     json!({
-        "timestamp": Utc::now().timestamp_millis(),
+        "timestamp": at_ms,
         "metadata": {
             "eventType": event_type,
             "source": "loadgen",
             "version": "1.0",
             "dimensions": {
                 "userId": format!("u{user}"),
-                "sessionId": format!("s{}-{}", user, Utc::now().timestamp() / 1800),
+                "sessionId": format!("s{}-{}", user, at_ms / 1_800_000),
                 "deviceType": device,
                 "browser": browser,
                 "os": if device == "desktop" { "Windows" } else { "iOS" },
@@ -136,7 +138,48 @@ fn spoil(rng: &mut Rng, mut event: Value) -> Value {
     event
 }
 
+/// What one POST achieved.
+enum Posted {
+    Accepted(u64),
+    Failed,
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    batch: &[Value],
+) -> Result<Posted, String> {
+    match http.post(url).bearer_auth(key).json(batch).send().await {
+        Ok(r) if r.status().is_success() => {
+            let body: Value = r.json().await.unwrap_or_default();
+            Ok(Posted::Accepted(body["accepted"].as_u64().unwrap_or(0)))
+        }
+        Ok(r) => {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            tracing::warn!(
+                "the daemon answered {status}: {}",
+                text.chars().take(300).collect::<String>()
+            );
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                return Err("the daemon refused the API key: pass --key (or MONGOPULSE_LOADGEN_KEY) with a key from MONGOPULSE_API_KEYS".into());
+            }
+            Ok(Posted::Failed)
+        }
+        Err(e) => {
+            tracing::warn!("cannot reach {url}: {e}; retrying");
+            Ok(Posted::Failed)
+        }
+    }
+}
+
 /// Sends events until stopped (or `events` were sent); returns how many were accepted.
+///
+/// With `history_minutes`, first sends that many minutes of past traffic at the same
+/// rate, oldest first and as fast as the daemon takes it, so dashboards have a history
+/// at once. The daemon refuses events whose minute it has already finalised, so this
+/// needs `rollups.idle_finalize_secs` longer than the history (the tests set it).
 pub async fn run(
     o: LoadgenOptions,
     stop: impl std::future::Future<Output = ()>,
@@ -163,45 +206,64 @@ pub async fn run(
     let pause = Duration::from_secs_f64(per_batch as f64 / o.rate);
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let (mut accepted, mut sent, mut failed) = (0u64, 0u64, 0u64);
+    // One in `every` events is spoiled (none when the fraction is 0).
+    let every = (1.0 / o.invalid_fraction).round().max(1.0) as u64;
+    let next = |rng: &mut Rng, at_ms: i64, n: u64| {
+        let e = event(rng, at_ms);
+        if o.invalid_fraction > 0.0 && n % every == 0 {
+            spoil(rng, e)
+        } else {
+            e
+        }
+    };
+    tokio::pin!(stop);
+
+    if o.history_minutes > 0 {
+        let now = Utc::now().timestamp_millis();
+        let span_ms = o.history_minutes as i64 * 60_000;
+        let total = (o.rate * 60.0 * o.history_minutes as f64).round().max(1.0) as u64;
+        let step = span_ms as f64 / total as f64;
+        let mut i = 0u64;
+        while i < total && (o.events == 0 || sent < o.events) {
+            let n = (total - i).min(500);
+            let batch: Vec<Value> = (0..n)
+                .map(|k| {
+                    let at = now - span_ms + ((i + k) as f64 * step) as i64;
+                    next(&mut rng, at, sent + k + 1)
+                })
+                .collect();
+            i += n;
+            sent += n;
+            tokio::select! {
+                _ = &mut stop => return Ok(accepted),
+                posted = post(&http, &url, &o.key, &batch) => match posted? {
+                    Posted::Accepted(a) => accepted += a,
+                    Posted::Failed => failed += n,
+                },
+            }
+        }
+        tracing::info!(
+            sent,
+            accepted,
+            failed,
+            minutes = o.history_minutes,
+            "loadgen: history sent"
+        );
+    }
+
     let mut report = tokio::time::interval(Duration::from_secs(10));
     let mut tick = tokio::time::interval(pause);
-    tokio::pin!(stop);
-    loop {
+    while o.events == 0 || sent < o.events {
         tokio::select! {
             _ = &mut stop => break,
             _ = report.tick() => tracing::info!(sent, accepted, failed, "loadgen"),
             _ = tick.tick() => {
-                // One in `every` events is spoiled (none when the fraction is 0).
-                let every = (1.0 / o.invalid_fraction).round().max(1.0) as u64;
-                let batch: Vec<Value> = (0..per_batch)
-                    .map(|i| {
-                        let e = event(&mut rng);
-                        let n = sent + i as u64 + 1;
-                        if o.invalid_fraction > 0.0 && n % every == 0 { spoil(&mut rng, e) } else { e }
-                    })
-                    .collect();
+                let now = Utc::now().timestamp_millis();
+                let batch: Vec<Value> = (0..per_batch as u64).map(|k| next(&mut rng, now, sent + k + 1)).collect();
                 sent += batch.len() as u64;
-                match http.post(&url).bearer_auth(&o.key).json(&batch).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let body: Value = r.json().await.unwrap_or_default();
-                        accepted += body["accepted"].as_u64().unwrap_or(0);
-                    }
-                    Ok(r) => {
-                        failed += batch.len() as u64;
-                        let status = r.status();
-                        let text = r.text().await.unwrap_or_default();
-                        tracing::warn!("the daemon answered {status}: {}", text.chars().take(300).collect::<String>());
-                        if status == reqwest::StatusCode::UNAUTHORIZED {
-                            return Err("the daemon refused the API key: pass --key (or MONGOPULSE_LOADGEN_KEY) with a key from MONGOPULSE_API_KEYS".into());
-                        }
-                    }
-                    Err(e) => {
-                        failed += batch.len() as u64;
-                        tracing::warn!("cannot reach {url}: {e}; retrying");
-                    }
-                }
-                if o.events > 0 && sent >= o.events {
-                    break;
+                match post(&http, &url, &o.key, &batch).await? {
+                    Posted::Accepted(a) => accepted += a,
+                    Posted::Failed => failed += batch.len() as u64,
                 }
             }
         }

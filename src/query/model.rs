@@ -299,12 +299,14 @@ pub fn parse(json: &Value) -> Result<Query, ModelError> {
         "variable" => Query::Variable(typed(&own)?),
         "annotations" => Query::Annotations(typed(&own)?),
         "plugin" => Query::Plugin(typed(&own)?),
-        other => return Err(ModelError::new(
-            "mode",
-            format!(
+        other => {
+            return Err(ModelError::new(
+                "mode",
+                format!(
                 "unknown mode '{other}': use builder, pipeline, variable, annotations or plugin"
             ),
-        )),
+            ))
+        }
     };
     if let Query::Builder(b) = &query {
         check_builder(b)?;
