@@ -142,9 +142,11 @@ def draw_timeseries(ax, panel, frames):
             else:
                 ax.plot(x, y, color=color, label=label, linewidth=1.2)
             i += 1
-    locator = mdates.AutoDateLocator(maxticks=6)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=6)
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    formatter = mdates.ConciseDateFormatter(locator)
+    formatter.offset_formats = [""] * 6  # the date offset would overlap the next panel's title
+    ax.xaxis.set_major_formatter(formatter)
     unit = ((panel.get("fieldConfig") or {}).get("defaults") or {}).get("unit")
     if unit:
         ax.set_ylabel(unit, fontsize=7)
