@@ -118,7 +118,9 @@ fn plugin_json_passes_the_validators_metadata_checks() {
         .unwrap_or("")
         .trim()
         .is_empty());
-    assert!(!p["info"]["keywords"].as_array().map_or(true, Vec::is_empty));
+    assert!(p["info"]["keywords"]
+        .as_array()
+        .is_some_and(|k| !k.is_empty()));
     assert!(!p["info"]["author"]["name"]
         .as_str()
         .unwrap_or("")

@@ -209,10 +209,8 @@ impl Vars {
                     }
                 }
             }
-            "annotations" => {
-                if q.get("rule").is_some() {
-                    out["rule"] = text(&q["rule"]);
-                }
+            "annotations" if q.get("rule").is_some() => {
+                out["rule"] = text(&q["rule"]);
             }
             _ => {}
         }

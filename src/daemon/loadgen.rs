@@ -210,7 +210,7 @@ pub async fn run(
     let every = (1.0 / o.invalid_fraction).round().max(1.0) as u64;
     let next = |rng: &mut Rng, at_ms: i64, n: u64| {
         let e = event(rng, at_ms);
-        if o.invalid_fraction > 0.0 && n % every == 0 {
+        if o.invalid_fraction > 0.0 && n.is_multiple_of(every) {
             spoil(rng, e)
         } else {
             e
