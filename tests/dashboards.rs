@@ -685,10 +685,26 @@ async fn every_provisioned_dashboard_gets_data_from_the_plugin_for_every_panel()
             1_000,
         )
         .await;
-    let ok = own[0].field("queriesOk").values[0].as_f64().unwrap_or(0.0);
+    let figure = |name: &str| own[0].field(name).values[0].as_f64().unwrap_or(0.0);
+    let ok = figure("queriesOk");
     assert!(
         ok >= panels_seen as f64,
         "queriesOk {ok} after {panels_seen} panels"
+    );
+    assert!(
+        figure("cacheFullReads") > 0.0,
+        "no builder query went through the cache"
+    );
+    assert!(
+        figure("liveStreamingChannels") >= streams.len() as f64 && !streams.is_empty(),
+        "{} live panels stream, the plugin counts {}",
+        streams.len(),
+        figure("liveStreamingChannels")
+    );
+    assert_eq!(
+        figure("changeStreamsOpen"),
+        1.0,
+        "one change stream for the data source"
     );
 
     render_plots(&dump);
