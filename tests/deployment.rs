@@ -169,6 +169,18 @@ fn compose_stack_agrees_with_plugin_json_and_provisioning() {
     assert!(strings(&daemon["ports"]).contains(&format!("{listen_port}:{listen_port}")));
     assert!(env(daemon, "MONGOPULSE__MONGODB__URI").contains("mongodb:27017"));
 
+    // The daemon's demo alert rules: mounted where its environment says, and valid
+    // (the daemon would not start otherwise); the compose stack configures no notifier.
+    let rules_at = env(daemon, "MONGOPULSE__ALERTING__RULES_FILE");
+    let mount = strings(&daemon["volumes"])
+        .into_iter()
+        .find(|v| v.contains(&format!(":{rules_at}")))
+        .unwrap_or_else(|| panic!("nothing mounted at {rules_at}"));
+    let rules_file = mount.split(':').next().unwrap().trim_start_matches("./");
+    let rules = mongopulse::alerting::rules::load_file(&root().join(rules_file), &[])
+        .unwrap_or_else(|e| panic!("{rules_file}: {e}"));
+    assert!(!rules.is_empty(), "{rules_file} has no rule");
+
     // Provisioning: our type, a fixed uid, the URI Grafana's environment provides.
     let ds_file = yaml("provisioning/datasources/mongopulse.yaml");
     let ds = &ds_file["datasources"][0];
