@@ -10,7 +10,7 @@ use chrono::Utc;
 use grafana_plugin_sdk::pluginv2::subscribe_stream_response::Status;
 use serde_json::{json, Value};
 use support::daemon::{Daemon, API_KEY};
-use support::frames::by_ref;
+use support::frames::{by_ref, decode_json, instant, FieldType};
 use support::mongo::TestMongo;
 use support::plugin_harness::{DataSource, PluginProcess};
 
@@ -96,33 +96,24 @@ fn query(filter_country: Option<&str>) -> Value {
     q
 }
 
-/// (country → value at `minute`) of one JSON frame packet.
+/// (country → value at `minute`) of one JSON frame packet, read as Grafana
+/// Live's consumers read it.
 fn counts_at(packet: &[u8], minute: i64) -> Vec<(String, f64)> {
-    let f: Value = serde_json::from_slice(packet).expect("a JSON frame");
-    let fields = f["schema"]["fields"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let values = f["data"]["values"].as_array().cloned().unwrap_or_default();
-    let Some(time_idx) = fields.iter().position(|x| x["name"] == "time") else {
+    let f =
+        decode_json(packet).unwrap_or_else(|e| panic!("Grafana cannot read the live frame: {e}"));
+    let Some(time) = f.fields.iter().find(|x| x.kind == FieldType::Time) else {
         return Vec::new();
     };
-    let Some(row) = values[time_idx]
-        .as_array()
-        .unwrap()
-        .iter()
-        .position(|t| t.as_i64() == Some(minute))
-    else {
+    let Some(row) = time.times().iter().position(|t| *t == instant(minute)) else {
         return Vec::new();
     };
-    fields
+    f.fields
         .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != time_idx)
-        .filter_map(|(i, field)| {
+        .filter(|field| field.kind == FieldType::Number)
+        .filter_map(|field| {
             Some((
-                field["labels"]["country"].as_str()?.to_string(),
-                values[i][row].as_f64()?,
+                field.labels.get("country")?.clone(),
+                field.values[row].as_f64()?,
             ))
         })
         .collect()
@@ -182,6 +173,18 @@ async fn initial_frame_then_a_frame_with_the_new_events() {
     assert_eq!(l.plugin.subscribe(&l.ds, &path, &q).await, Ok(Status::Ok));
     let mut stream = l.plugin.run_stream(&l.ds, &path, &q).await;
     let first = stream.message().await.unwrap().unwrap();
+    // Read as Grafana Live reads it, it spans the channel's last 15 minutes
+    // (the data source's default), ending with the minute that is open now,
+    // and holds the test's minute as an instant, not a 1970 one.
+    let frame = decode_json(&first.data).expect("a frame Grafana Live can read");
+    let times = frame.times();
+    let (oldest, newest) = (times[0], times[times.len() - 1]);
+    assert_eq!(newest - oldest, chrono::Duration::minutes(14), "{times:?}");
+    assert!(
+        newest >= instant(l.minute) && newest <= instant(l.minute + 60_000),
+        "{times:?}"
+    );
+    assert!(times.contains(&instant(l.minute)), "{times:?}");
     let initial = counts_at(&first.data, l.minute);
     assert!(initial.contains(&("FR".to_string(), 5.0)), "{initial:?}");
     assert!(initial.contains(&("DE".to_string(), 2.0)), "{initial:?}");

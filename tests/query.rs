@@ -6,10 +6,10 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use support::daemon::{Daemon, API_KEY};
-use support::frames::{by_ref, DecodedFrame};
+use support::frames::{by_ref, instant, DecodedFrame};
 use support::mongo::TestMongo;
 use support::plugin_harness::{DataSource, PluginProcess};
 
@@ -184,12 +184,20 @@ fn p95(mut v: Vec<f64>) -> f64 {
     v[(0.95 * (v.len() - 1) as f64).floor() as usize]
 }
 
-/// (country, bucket) → exact (count, sum of loads, p95 of loads).
-fn exact(w: &World, from: i64, to: i64, bucket: i64) -> BTreeMap<(String, i64), (f64, f64, f64)> {
-    let mut groups: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+/// (country, bucket start) → exact (count, sum of loads, p95 of loads).
+fn exact(
+    w: &World,
+    from: i64,
+    to: i64,
+    bucket: i64,
+) -> BTreeMap<(String, DateTime<Utc>), (f64, f64, f64)> {
+    let mut groups: BTreeMap<(String, DateTime<Utc>), Vec<f64>> = BTreeMap::new();
     for e in w.in_range(from, to) {
         groups
-            .entry((e.country.to_string(), e.ms - e.ms.rem_euclid(bucket)))
+            .entry((
+                e.country.to_string(),
+                instant(e.ms - e.ms.rem_euclid(bucket)),
+            ))
             .or_default()
             .push(e.load);
     }
@@ -200,7 +208,7 @@ fn exact(w: &World, from: i64, to: i64, bucket: i64) -> BTreeMap<(String, i64), 
 }
 
 /// Value of each (country, time) of time-series frames.
-fn points(frames: &[DecodedFrame]) -> BTreeMap<(String, i64), f64> {
+fn points(frames: &[DecodedFrame]) -> BTreeMap<(String, DateTime<Utc>), f64> {
     let mut out = BTreeMap::new();
     for f in frames {
         let v = f.value_field();
@@ -398,12 +406,18 @@ async fn comparison_with_the_previous_hour() {
         .find(|f| f.value_field().labels.get("compare").map(String::as_str) == Some("-1h"))
         .unwrap();
     assert!(prev.value_field().name.ends_with("(-1h)"));
-    let count_at = |t: i64| w.in_range(t, t + MINUTE).count() as f64;
+    let count_at = |t: DateTime<Utc>| {
+        let ms = t.timestamp_millis();
+        w.in_range(ms, ms + MINUTE).count() as f64
+    };
     for (t, v) in prev.times().into_iter().zip(&prev.value_field().values) {
-        assert!(t >= from && t < to, "shifted onto the panel's range");
+        assert!(
+            t >= instant(from) && t < instant(to),
+            "shifted onto the panel's range: {t}"
+        );
         assert_eq!(
             v.as_f64().unwrap_or(0.0),
-            count_at(t - HOUR),
+            count_at(t - chrono::Duration::hours(1)),
             "previous hour at {t}"
         );
     }
@@ -447,6 +461,76 @@ async fn alert_evaluation_gets_one_labelled_series_per_country_with_the_same_num
     }
 }
 
+/// Issue 11: what Grafana reads as the instants of every frame. A panel over
+/// the last 3 hours at 1 minute starts on the range's first minute and ends on
+/// its last, in every format and for alert evaluations — read by Grafana's
+/// rules (timestamps are nanoseconds), not by our encoder's.
+#[tokio::test]
+async fn the_last_3_hours_at_1m_start_and_end_on_the_ranges_minutes_as_grafana_reads_them() {
+    let w = world().await;
+    let to = Utc::now().timestamp_millis();
+    let from = to - 3 * HOUR;
+    let first = instant(from - from.rem_euclid(MINUTE));
+    let last = instant((to - 1) - (to - 1).rem_euclid(MINUTE));
+    assert_eq!(last - first, chrono::Duration::minutes(180));
+    let base = json!({ "eventType": "page_view", "measures": [{"type": "count"}], "groupBy": ["country"], "granularity": "auto" });
+    for (format, headers) in [
+        ("timeseries", &[][..]),
+        ("wide", &[][..]),
+        ("table", &[][..]),
+        ("timeseries", &[("FromAlert", "true")][..]),
+        ("wide", &[("FromAlert", "true")][..]),
+    ] {
+        let mut q = base.clone();
+        q["format"] = json!(format);
+        let frames = w.frames_with(q, from, to, MINUTE, headers).await;
+        assert!(!frames.is_empty(), "{format} {headers:?}");
+        for f in &frames {
+            let times = f.times();
+            assert_eq!(
+                times.first(),
+                Some(&first),
+                "{format} {headers:?} first bucket"
+            );
+            assert_eq!(
+                times.last(),
+                Some(&last),
+                "{format} {headers:?} last bucket"
+            );
+            assert!(times.windows(2).all(|p| p[0] <= p[1]), "in time order");
+        }
+    }
+    // Alert transitions as annotations: their instants too.
+    let starts = w.end - 30 * MINUTE;
+    let ends = w.end - 10 * MINUTE;
+    w._mongo
+        .db()
+        .collection::<bson::Document>("alerts")
+        .insert_one(bson::doc! {
+            "ruleName": "p95 high", "state": "resolved", "summary": "back to normal",
+            "labels": { "country": "FR" },
+            "at": bson::DateTime::from_millis(ends),
+            "startsAt": bson::DateTime::from_millis(starts),
+            "endsAt": bson::DateTime::from_millis(ends),
+        })
+        .await
+        .unwrap();
+    let anno = w
+        .frames(
+            json!({ "mode": "annotations", "rule": "", "states": ["firing", "resolved"] }),
+            from,
+            to,
+            MINUTE,
+        )
+        .await;
+    assert_eq!(anno[0].times(), vec![instant(starts)]);
+    assert_eq!(anno[0].field("timeEnd").times(), vec![instant(ends)]);
+    assert_eq!(
+        anno[0].field("title").values,
+        vec![json!("p95 high resolved")]
+    );
+}
+
 #[tokio::test]
 async fn pipeline_mode_macros_read_only_and_per_query_errors() {
     let w = world().await;
@@ -480,6 +564,15 @@ async fn pipeline_mode_macros_read_only_and_per_query_errors() {
         executed.contains(&iso(from)[..19]) && executed.contains(&iso(to)[..19]),
         "{executed}"
     );
+    // The `_id` dates are a time field Grafana reads as the range's 5-minute buckets.
+    let times = f.field("_id").times();
+    assert!(!times.is_empty());
+    assert!(times.windows(2).all(|p| p[0] < p[1]), "sorted: {times:?}");
+    assert!(*times.first().unwrap() >= instant(from - from.rem_euclid(5 * MINUTE)));
+    assert!(*times.last().unwrap() < instant(to));
+    assert!(times
+        .iter()
+        .all(|t| t.timestamp_millis() % (5 * MINUTE) == 0));
     let total: f64 = f
         .field("events")
         .values

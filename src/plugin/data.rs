@@ -278,7 +278,7 @@ async fn annotation_frames(
     to_ms: i64,
     max_time: Duration,
 ) -> Result<Vec<Frame>, RunError> {
-    use arrow_array::{Array, StringArray, TimestampMillisecondArray};
+    use arrow_array::{Array, StringArray};
     use grafana_plugin_sdk::data::ArrayRefIntoField;
     let mut filter = doc! {
         "state": { "$in": a.states.clone() },
@@ -315,8 +315,8 @@ async fn annotation_frames(
         } else {
             None
         };
-        time.push(starts);
-        end.push(ends.unwrap_or(starts));
+        time.push(Some(starts));
+        end.push(Some(ends.unwrap_or(starts)));
         let rule = r.get_str("ruleName").unwrap_or("alert");
         title.push(Some(format!("{rule} {state}")));
         text.push(Some(r.get_str("summary").unwrap_or("").to_string()));
@@ -335,9 +335,11 @@ async fn annotation_frames(
         a.try_into_field(name)
             .map_err(|e| RunError::Data(e.to_string()))
     };
+    let time_field =
+        |ms: &[Option<i64>], name: &str| frames::time_field(name, ms).map_err(RunError::Data);
     let frame = Frame::new("annotations")
-        .with_field(field(&TimestampMillisecondArray::from(time), "time")?)
-        .with_field(field(&TimestampMillisecondArray::from(end), "timeEnd")?)
+        .with_field(time_field(&time, "time")?)
+        .with_field(time_field(&end, "timeEnd")?)
         .with_field(field(&StringArray::from(title), "title")?)
         .with_field(field(&StringArray::from(text), "text")?)
         .with_field(field(&StringArray::from(tags), "tags")?);

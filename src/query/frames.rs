@@ -4,11 +4,19 @@
 //! labels are the group-by values (what Grafana alerting needs; no field config
 //! on labelled fields, which the SDK would drop them for). Wide: one frame, a
 //! field per series. Table: one row per bucket and group.
+//!
+//! Times are epoch milliseconds everywhere in the query code and become
+//! nanoseconds here, in [`time_field`], the one place every frame's time column
+//! is made: the SDK declares every time field `Timestamp(Nanosecond)` in the
+//! Arrow schema without converting its values, and Grafana's reader
+//! (grafana-plugin-sdk-go `data/arrow.go`) reads every Arrow timestamp as
+//! nanoseconds. The JSON of live frames is right either way: the SDK writes
+//! nanosecond arrays to JSON as the epoch milliseconds Grafana Live expects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, StringArray, TimestampMillisecondArray};
+use arrow_array::{Array, ArrayRef, Float64Array, StringArray, TimestampNanosecondArray};
 use grafana_plugin_sdk::data::{ArrayRefIntoField, Field, Frame, Metadata, Notice, Severity};
 
 use super::compute::Series;
@@ -19,8 +27,27 @@ fn field(array: ArrayRef, name: &str) -> Result<Field, String> {
         .map_err(|e| format!("cannot build field {name}: {e}"))
 }
 
-fn time_field(times: Vec<i64>) -> Result<Field, String> {
-    field(Arc::new(TimestampMillisecondArray::from(times)), "time")
+const NANOS_PER_MILLI: i64 = 1_000_000;
+
+/// A time field named `name` from epoch milliseconds, held as nanoseconds
+/// (see the module docs). An instant outside what nanoseconds since 1970 can
+/// hold in an i64 (before 1677 or after 2262) is refused rather than wrapped.
+pub fn time_field(name: &str, times_ms: &[Option<i64>]) -> Result<Field, String> {
+    let nanos = times_ms
+        .iter()
+        .map(|t| match t {
+            None => Ok(None),
+            Some(ms) => ms.checked_mul(NANOS_PER_MILLI).map(Some).ok_or_else(|| {
+                format!("field {name}: the time {ms} ms since 1970 is outside the years 1677-2262 that Grafana can show")
+            }),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    field(Arc::new(TimestampNanosecondArray::from(nanos)), name)
+}
+
+fn time_column(times_ms: impl IntoIterator<Item = i64>) -> Result<Field, String> {
+    let times: Vec<Option<i64>> = times_ms.into_iter().map(Some).collect();
+    time_field("time", &times)
 }
 
 /// Frame metadata: the pipeline that ran, and notices for the panel.
@@ -45,12 +72,11 @@ pub fn metadata(executed: Option<String>, notices: &[(Severity, String)]) -> Met
 pub fn timeseries(series: &[Series], meta: Metadata) -> Result<Vec<Frame>, String> {
     let mut frames = Vec::with_capacity(series.len());
     for (i, s) in series.iter().enumerate() {
-        let times: Vec<i64> = s.points.iter().map(|p| p.0).collect();
         let values: Vec<Option<f64>> = s.points.iter().map(|p| p.1).collect();
         let value =
             field(Arc::new(Float64Array::from(values)), &s.name)?.with_labels(s.labels.clone());
         let mut frame = Frame::new(s.name.clone())
-            .with_field(time_field(times)?)
+            .with_field(time_column(s.points.iter().map(|p| p.0))?)
             .with_field(value);
         if i == 0 {
             frame = frame.with_metadata(meta.clone());
@@ -70,7 +96,7 @@ pub fn wide(series: &[Series], meta: Metadata) -> Result<Vec<Frame>, String> {
         .flat_map(|s| s.points.iter().map(|p| p.0))
         .collect();
     let axis: Vec<i64> = axis.into_iter().collect();
-    let mut frame = Frame::new("wide").with_field(time_field(axis.clone())?);
+    let mut frame = Frame::new("wide").with_field(time_column(axis.iter().copied())?);
     for s in series {
         let by_time: BTreeMap<i64, Option<f64>> = s.points.iter().copied().collect();
         let values: Vec<Option<f64>> = axis
@@ -120,7 +146,7 @@ pub fn table(
         }
     }
     let keys: Vec<&(i64, Vec<String>)> = rows.keys().collect();
-    let mut frame = Frame::new("table").with_field(time_field(keys.iter().map(|k| k.0).collect())?);
+    let mut frame = Frame::new("table").with_field(time_column(keys.iter().map(|k| k.0))?);
     for (i, name) in label_names.iter().enumerate() {
         let values: Vec<Option<String>> = keys.iter().map(|k| Some(k.1[i].clone())).collect();
         frame = frame.with_field(field(Arc::new(StringArray::from(values)), name)?);

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
-};
+use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use bson::{Bson, Document};
 use grafana_plugin_sdk::data::{ArrayRefIntoField, Field, Frame};
 
+use super::frames;
 use super::model::{Format, ModelError, PipelineQuery};
 use crate::store::CollectionNames;
 
@@ -212,6 +211,27 @@ pub fn expand_macros(
     Ok(out)
 }
 
+/// The Grafana field type a column becomes. Grafana's frame reader accepts
+/// only strings, numbers, booleans, times and JSON, so every BSON type maps to
+/// one of these (README, "Pipeline mode", has the table):
+///
+/// | BSON | field |
+/// |---|---|
+/// | double, decimal128 | float64 (a decimal beyond 15–17 significant digits is rounded) |
+/// | int32, int64 | int64 |
+/// | date | time |
+/// | timestamp | time (its seconds; the increment is dropped) |
+/// | bool | bool |
+/// | string, symbol | string |
+/// | ObjectId | string (24 hex digits) |
+/// | document, array | string holding relaxed Extended JSON |
+/// | binary | string (base64) |
+/// | regex | string `/pattern/options` |
+/// | min key, max key | string `MinKey`, `MaxKey` |
+/// | null, undefined, missing | null in the column's type |
+///
+/// A column whose rows mix types becomes a string column (ints and doubles
+/// mixed become float64).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Empty,
@@ -227,7 +247,7 @@ fn kind_of(b: &Bson) -> Kind {
         Bson::Null | Bson::Undefined => Kind::Empty,
         Bson::Int32(_) | Bson::Int64(_) => Kind::Int,
         Bson::Double(_) | Bson::Decimal128(_) => Kind::Float,
-        Bson::DateTime(_) => Kind::Time,
+        Bson::DateTime(_) | Bson::Timestamp(_) => Kind::Time,
         Bson::Boolean(_) => Kind::Bool,
         _ => Kind::Text,
     }
@@ -245,21 +265,45 @@ fn widen(a: Kind, b: Kind) -> Kind {
 fn as_text(b: &Bson) -> Option<String> {
     match b {
         Bson::Null | Bson::Undefined => None,
-        Bson::String(s) => Some(s.clone()),
+        Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => Some(s.clone()),
         Bson::ObjectId(o) => Some(o.to_hex()),
         Bson::Decimal128(d) => Some(d.to_string()),
-        Bson::Document(_) | Bson::Array(_) => Some(b.clone().into_relaxed_extjson().to_string()),
         Bson::DateTime(d) => d.try_to_rfc3339_string().ok(),
+        // bson's canonical Extended JSON already holds the base64 text.
+        Bson::Binary(_) => b.clone().into_canonical_extjson()["$binary"]["base64"]
+            .as_str()
+            .map(str::to_string),
+        Bson::RegularExpression(re) => Some(format!("/{}/{}", re.pattern, re.options)),
+        Bson::MinKey => Some("MinKey".into()),
+        Bson::MaxKey => Some("MaxKey".into()),
         other => Some(other.clone().into_relaxed_extjson().to_string()),
+    }
+}
+
+fn as_i64(b: &Bson) -> Option<i64> {
+    match b {
+        Bson::Int32(i) => Some(i64::from(*i)),
+        Bson::Int64(i) => Some(*i),
+        _ => None,
     }
 }
 
 fn as_f64(b: &Bson) -> Option<f64> {
     match b {
-        Bson::Int32(i) => Some(*i as f64),
+        Bson::Int32(i) => Some(f64::from(*i)),
         Bson::Int64(i) => Some(*i as f64),
         Bson::Double(f) => Some(*f),
+        // Decimal128's canonical text ("1.5E+3", "NaN", "-Infinity") is what
+        // Rust's float parser reads.
         Bson::Decimal128(d) => d.to_string().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_time_ms(b: &Bson) -> Option<i64> {
+    match b {
+        Bson::DateTime(d) => Some(d.timestamp_millis()),
+        Bson::Timestamp(t) => Some(i64::from(t.time) * 1_000),
         _ => None,
     }
 }
@@ -305,20 +349,15 @@ fn typed_field(name: &str, cells: &[Bson]) -> Result<Field, String> {
     let kind = cells.iter().map(kind_of).fold(Kind::Empty, widen);
     let array: ArrayRef = match kind {
         Kind::Int => Arc::new(Int64Array::from(
-            cells
-                .iter()
-                .map(|b| as_f64(b).map(|f| f as i64))
-                .collect::<Vec<_>>(),
+            cells.iter().map(as_i64).collect::<Vec<_>>(),
         )),
         Kind::Float => Arc::new(Float64Array::from(
             cells.iter().map(as_f64).collect::<Vec<_>>(),
         )),
-        Kind::Time => Arc::new(TimestampMillisecondArray::from(
-            cells
-                .iter()
-                .map(|b| b.as_datetime().map(|d| d.timestamp_millis()))
-                .collect::<Vec<_>>(),
-        )),
+        Kind::Time => {
+            let times: Vec<Option<i64>> = cells.iter().map(as_time_ms).collect();
+            return frames::time_field(name, &times);
+        }
         Kind::Bool => Arc::new(BooleanArray::from(
             cells.iter().map(Bson::as_bool).collect::<Vec<_>>(),
         )),
