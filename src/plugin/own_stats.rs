@@ -1,7 +1,7 @@
 //! `{"mode": "plugin"}`: the plugin's own figures as a one-row frame, so a
 //! dashboard on this data source can show them without a Prometheus server
-//! scraping Grafana (Grafana's plugin-metrics endpoint carries no data source,
-//! so the per-data-source cache counters would be missing there anyway).
+//! scraping Grafana. (CollectMetrics adds the cache counters only for the data
+//! source a request names; a scrape of the whole plugin may name none.)
 //!
 //! In: the plugin's state and the data source of the request. Out: a frame of
 //! numbers, read now (counters are since the plugin started).
