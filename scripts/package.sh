@@ -5,7 +5,10 @@
 #   dist/                                   the folder Grafana loads
 #     plugin.json  module.js  module.js.map
 #     gpx_mongopulse_linux_<arch>           amd64 or arm64, from `uname -m`
-#     img/logo.svg  README.md  CHANGELOG.md  LICENSE (if any)  docs/img/*.png
+#     img/logo.svg  README.md  CHANGELOG.md  LICENSE  docs/img/*.png
+#                                           (README's relative links made absolute,
+#                                           on the plugin.json "Source code" link, as
+#                                           the catalog shows README.md on its own)
 #   mongopulse-analytics-datasource-<version>.zip
 #                                           the same files under one top folder
 #                                           named after the plugin id, as Grafana
@@ -36,14 +39,26 @@ pkg/scripts/ensure-deps.sh
 echo "==> dist/"
 rm -rf dist
 mkdir -p dist/img dist/docs/img
-cp plugin.json README.md dist/
-[ -f CHANGELOG.md ] && cp CHANGELOG.md dist/
-[ -f LICENSE ] && cp LICENSE dist/
+cp plugin.json CHANGELOG.md LICENSE dist/
+python3 - <<'PY'
+import json, re
+links = json.load(open("plugin.json"))["info"]["links"]
+repo = next(l["url"] for l in links if l["name"] == "Source code").rstrip("/")
+def absolute(m):
+    bang, text, target = m.group(1), m.group(2), m.group(3)
+    if re.match(r"^(https?:|mailto:|#)", target):
+        return m.group(0)
+    kind = "raw" if bang else "blob"
+    return f"{bang}[{text}]({repo}/{kind}/main/{target})"
+readme = open("README.md").read()
+open("dist/README.md", "w").write(re.sub(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)", absolute, readme))
+PY
 cp pkg/dist/module.js pkg/dist/module.js.map dist/
 cp -R img/. dist/img/
-# The README's screenshots, so its relative links work from the plugin folder.
+# plugin.json's screenshots (the browser test's) and the README's images.
 if compgen -G "docs/img/*.png" > /dev/null; then cp docs/img/*.png dist/docs/img/; fi
-install -m 0755 "target/release/$executable" "dist/${executable}_linux_${arch}"
+# Exactly 0755: Grafana's plugin validator refuses any other mode on the executable.
+install -m 0755 "${CARGO_TARGET_DIR:-target}/release/$executable" "dist/${executable}_linux_${arch}"
 
 zip="${id}-${version}.zip"
 echo "==> $zip"

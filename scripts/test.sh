@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Mongo Pulse on a fresh machine: installs what the tests
-# need (the MongoDB stand-in's Python packages in a virtual env, the frontend's
+# need (the MongoDB stand-in's Python packages and matplotlib for the dashboard
+# plots in a virtual env, the frontend's
 # npm packages in pkg/node_modules, Debian's chromium for the browser test),
 # runs the frontend tests, packages the plugin into dist/ (scripts/package.sh),
 # then runs the whole Rust suite, which also tests dist/. Set MONGODB_URI to run
@@ -9,13 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=target/standin-venv
-requirements=tests/standin/requirements.txt
+requirements=(tests/standin/requirements.txt tests/plots/requirements.txt)
 stamp=$venv/.requirements
-if [ ! -x "$venv/bin/python" ] || ! cmp -s "$requirements" "$stamp"; then
-  echo "==> installing the MongoDB stand-in's Python packages into $venv"
+if [ ! -x "$venv/bin/python" ] || ! cat "${requirements[@]}" | cmp -s - "$stamp"; then
+  echo "==> installing the MongoDB stand-in's Python packages and matplotlib into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  cp "$requirements" "$stamp"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "${requirements[0]}" -r "${requirements[1]}"
+  cat "${requirements[@]}" > "$stamp"
 fi
 export MONGOPULSE_STANDIN_PYTHON="$PWD/$venv/bin/python"
 

@@ -169,6 +169,18 @@ fn compose_stack_agrees_with_plugin_json_and_provisioning() {
     assert!(strings(&daemon["ports"]).contains(&format!("{listen_port}:{listen_port}")));
     assert!(env(daemon, "MONGOPULSE__MONGODB__URI").contains("mongodb:27017"));
 
+    // The daemon's demo alert rules: mounted where its environment says, and valid
+    // (the daemon would not start otherwise); the compose stack configures no notifier.
+    let rules_at = env(daemon, "MONGOPULSE__ALERTING__RULES_FILE");
+    let mount = strings(&daemon["volumes"])
+        .into_iter()
+        .find(|v| v.contains(&format!(":{rules_at}")))
+        .unwrap_or_else(|| panic!("nothing mounted at {rules_at}"));
+    let rules_file = mount.split(':').next().unwrap().trim_start_matches("./");
+    let rules = mongopulse::alerting::rules::load_file(&root().join(rules_file), &[])
+        .unwrap_or_else(|e| panic!("{rules_file}: {e}"));
+    assert!(!rules.is_empty(), "{rules_file} has no rule");
+
     // Provisioning: our type, a fixed uid, the URI Grafana's environment provides.
     let ds_file = yaml("provisioning/datasources/mongopulse.yaml");
     let ds = &ds_file["datasources"][0];
@@ -244,31 +256,58 @@ fn provisioned_grafana_alert_rules_are_consistent() {
     assert!(rules >= 2);
 }
 
-/// The provisioned dashboard: every query on our data source is one the plugin accepts.
+/// The provisioned dashboards: fixed, distinct uids; every query on our data
+/// source is one the plugin accepts (`tests/dashboards.rs` also runs them).
 #[test]
 fn provisioned_dashboard_queries_parse() {
-    let dash: Json = serde_json::from_str(&read(
-        "provisioning/dashboards/json/mongopulse-overview.json",
-    ))
-    .expect("valid JSON");
-    let mut queries: Vec<Json> = Vec::new();
-    for p in dash["panels"].as_array().unwrap() {
-        queries.extend(p["targets"].as_array().unwrap().iter().cloned());
-    }
-    for v in dash["templating"]["list"].as_array().unwrap() {
-        queries.push(v["query"].clone());
-    }
-    for a in dash["annotations"]["list"].as_array().unwrap() {
-        queries.push(a["target"].clone());
-    }
-    assert!(queries.len() >= 8);
-    for q in queries {
-        assert_eq!(
-            q["datasource"]["uid"].as_str().unwrap_or("mongopulse"),
-            "mongopulse"
+    let dir = root().join("provisioning/dashboards/json");
+    let mut uids = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("dashboards folder") {
+        let path = entry.expect("entry").path();
+        let name = path.display().to_string();
+        let dash: Json = serde_json::from_str(&std::fs::read_to_string(&path).expect("readable"))
+            .unwrap_or_else(|e| panic!("{name} is not valid JSON: {e}"));
+        let uid = dash["uid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no fixed uid"));
+        assert!(
+            !uids.contains(&uid.to_string()),
+            "{name}: uid {uid} used twice"
         );
-        mongopulse::query::model::parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        uids.push(uid.to_string());
+        let mut queries: Vec<Json> = Vec::new();
+        for p in dash["panels"].as_array().unwrap() {
+            queries.extend(p["targets"].as_array().unwrap().iter().cloned());
+        }
+        for v in dash["templating"]["list"].as_array().unwrap() {
+            if v["type"] == "query" {
+                queries.push(v["query"].clone());
+            }
+        }
+        for a in dash["annotations"]["list"].as_array().unwrap() {
+            if a["datasource"]["uid"] == "mongopulse" {
+                queries.push(a["target"].clone());
+            }
+        }
+        assert!(queries.len() >= 8, "{name}");
+        for q in queries {
+            assert_eq!(
+                q["datasource"]["uid"].as_str().unwrap_or("mongopulse"),
+                "mongopulse",
+                "{name}"
+            );
+            mongopulse::query::model::parse(&q).unwrap_or_else(|e| panic!("{name}: {q}: {e}"));
+        }
     }
+    uids.sort();
+    assert_eq!(
+        uids,
+        [
+            "mongopulse-operations",
+            "mongopulse-overview",
+            "mongopulse-realtime"
+        ]
+    );
     let provider = yaml("provisioning/dashboards/dashboards.yaml");
     assert_eq!(
         provider["providers"][0]["options"]["path"],

@@ -4,7 +4,8 @@
  */
 import { DataQuery, DataSourceJsonData } from '@grafana/data';
 
-export type Mode = 'builder' | 'pipeline' | 'variable' | 'annotations';
+/** `plugin`: the plugin's own figures (docs/query-model.md, "Plugin mode"), no options. */
+export type Mode = 'builder' | 'pipeline' | 'variable' | 'annotations' | 'plugin';
 export type Granularity = 'auto' | 'minute' | 'hour' | 'day' | 'month';
 export type Fill = 'null' | 'zero' | 'previous';
 export type BuilderFormat = 'timeseries' | 'wide' | 'table';

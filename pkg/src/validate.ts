@@ -38,6 +38,8 @@ export function validate(q: MPQuery): Problem[] {
       return validateVariable(q);
     case 'annotations':
       return validateAnnotations(q);
+    case 'plugin':
+      return [];
     default:
       return [{ field: 'mode', message: `Unknown mode "${q.mode}".` }];
   }

@@ -24,6 +24,20 @@ function newQuery(ds: ReturnType<typeof makeDataSource>['ds'], refId = 'A') {
 }
 
 describe('QueryEditor', () => {
+  it('keeps a plugin-figures query as it is, says what it is, and can switch to the builder', async () => {
+    const { ds } = makeDataSource();
+    const query = { refId: 'A', mode: 'plugin' as const };
+    const { user, state } = renderEditor(QueryEditor, query, ds);
+    expect(screen.getByText("The plugin's own figures")).toBeInTheDocument();
+    expect(screen.queryByRole('status', { name: 'Query problems' })).not.toBeInTheDocument();
+    expect(screen.getByRole('button', { name: 'Run query' })).toBeEnabled();
+    expect(state.changes).toBe(0);
+
+    await user.click(screen.getByRole('radio', { name: 'Builder' }));
+    expect(state.last?.mode).toBe('builder');
+    expect(screen.queryByText("The plugin's own figures")).not.toBeInTheDocument();
+  });
+
   it('says what is missing and does not run an incomplete query', async () => {
     const { ds } = makeDataSource();
     const { user, onRunQuery, state } = renderEditor(QueryEditor, newQuery(ds), ds);

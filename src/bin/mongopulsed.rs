@@ -67,6 +67,13 @@ enum Command {
         /// Stop after this many events (0: run until stopped).
         #[arg(long, default_value_t = 0)]
         events: u64,
+        /// Share of events sent malformed on purpose (0 to 1), to see rejections.
+        #[arg(long, default_value_t = 0.0)]
+        invalid_fraction: f64,
+        /// First send this many minutes of past traffic (needs the daemon's
+        /// rollups.idle_finalize_secs longer than that, or it is refused as late).
+        #[arg(long, default_value_t = 0)]
+        history_minutes: u32,
     },
 }
 
@@ -90,6 +97,8 @@ fn main() -> ExitCode {
             key,
             rate,
             events,
+            invalid_fraction,
+            history_minutes,
         } => {
             init_logging(&config);
             let options = daemon::loadgen::LoadgenOptions {
@@ -97,6 +106,8 @@ fn main() -> ExitCode {
                 key,
                 rate,
                 events,
+                invalid_fraction,
+                history_minutes,
             };
             block_on(async move {
                 daemon::loadgen::run(options, shutdown_signal())

@@ -2,7 +2,10 @@
 //! product (the compose stack runs it so the dashboards have data).
 //!
 //! In: a daemon URL, an API key, a rate. Out: POSTs of batches of events,
-//! with a line of progress every 10 seconds.
+//! with a line of progress every 10 seconds. The event types make the funnel
+//! of the *Real-time analytics* dashboard (page_view → click → conversion);
+//! with `invalid_fraction` a share of events is malformed on purpose, so the
+//! rejection panels of the operations dashboard and `dead_letters` show something.
 
 use std::time::Duration;
 
@@ -15,6 +18,10 @@ pub struct LoadgenOptions {
     pub rate: f64,
     /// Stop after this many events (0: never).
     pub events: u64,
+    /// Share of events sent malformed (0 to 1), refused by the daemon with a reason.
+    pub invalid_fraction: f64,
+    /// Minutes of past traffic sent first (0: none).
+    pub history_minutes: u32,
 }
 
 const COUNTRIES: [(&str, &str, u32); 8] = [
@@ -37,11 +44,12 @@ const PAGES: [&str; 8] = [
     "/help",
     "/about",
 ];
-const TYPES: [(&str, u32); 4] = [
+const TYPES: [(&str, u32); 5] = [
     ("page_view", 80),
     ("click", 14),
-    ("add_to_cart", 4),
+    ("add_to_cart", 3),
     ("checkout", 2),
+    ("conversion", 1),
 ];
 
 /// A small deterministic generator: no RNG crate needed for demo traffic.
@@ -81,7 +89,7 @@ impl Rng {
     }
 }
 
-fn event(rng: &mut Rng) -> Value {
+fn event(rng: &mut Rng, at_ms: i64) -> Value {
     let country = COUNTRIES
         .iter()
         .map(|c| ((c.0, c.1), c.2))
@@ -94,14 +102,14 @@ fn event(rng: &mut Rng) -> Value {
     // Mobile pages load slower, and Brazil slower still: something for the alerts to see.
     let slow = if device == "mobile" { 1.6 } else { 1.0 } * if code == "BR" { 1.8 } else { 1.0 };
     json!({
-        "timestamp": Utc::now().timestamp_millis(),
+        "timestamp": at_ms,
         "metadata": {
             "eventType": event_type,
             "source": "loadgen",
             "version": "1.0",
             "dimensions": {
                 "userId": format!("u{user}"),
-                "sessionId": format!("s{}-{}", user, Utc::now().timestamp() / 1800),
+                "sessionId": format!("s{}-{}", user, at_ms / 1_800_000),
                 "deviceType": device,
                 "browser": browser,
                 "os": if device == "desktop" { "Windows" } else { "iOS" },
@@ -120,11 +128,68 @@ fn event(rng: &mut Rng) -> Value {
     })
 }
 
+/// Spoils a valid event in one of two ways, so rejections come with two reasons.
+fn spoil(rng: &mut Rng, mut event: Value) -> Value {
+    if rng.below(2) == 0 {
+        event.as_object_mut().map(|e| e.remove("timestamp"));
+    } else {
+        event["metrics"]["pageLoadTime"] = json!("slow");
+    }
+    event
+}
+
+/// What one POST achieved.
+enum Posted {
+    Accepted(u64),
+    Failed,
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    batch: &[Value],
+) -> Result<Posted, String> {
+    match http.post(url).bearer_auth(key).json(batch).send().await {
+        Ok(r) if r.status().is_success() => {
+            let body: Value = r.json().await.unwrap_or_default();
+            Ok(Posted::Accepted(body["accepted"].as_u64().unwrap_or(0)))
+        }
+        Ok(r) => {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            tracing::warn!(
+                "the daemon answered {status}: {}",
+                text.chars().take(300).collect::<String>()
+            );
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                return Err("the daemon refused the API key: pass --key (or MONGOPULSE_LOADGEN_KEY) with a key from MONGOPULSE_API_KEYS".into());
+            }
+            Ok(Posted::Failed)
+        }
+        Err(e) => {
+            tracing::warn!("cannot reach {url}: {e}; retrying");
+            Ok(Posted::Failed)
+        }
+    }
+}
+
 /// Sends events until stopped (or `events` were sent); returns how many were accepted.
+///
+/// With `history_minutes`, first sends that many minutes of past traffic at the same
+/// rate, oldest first and as fast as the daemon takes it, so dashboards have a history
+/// at once. The daemon refuses events whose minute it has already finalised, so this
+/// needs `rollups.idle_finalize_secs` longer than the history (the tests set it).
 pub async fn run(
     o: LoadgenOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<u64, String> {
+    if !(0.0..=1.0).contains(&o.invalid_fraction) {
+        return Err(format!(
+            "--invalid-fraction must be between 0 and 1, got {}",
+            o.invalid_fraction
+        ));
+    }
     if !(o.rate.is_finite() && o.rate > 0.0) {
         return Err(format!(
             "--rate must be a positive number of events per second, got {}",
@@ -141,37 +206,64 @@ pub async fn run(
     let pause = Duration::from_secs_f64(per_batch as f64 / o.rate);
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let (mut accepted, mut sent, mut failed) = (0u64, 0u64, 0u64);
+    // One in `every` events is spoiled (none when the fraction is 0).
+    let every = (1.0 / o.invalid_fraction).round().max(1.0) as u64;
+    let next = |rng: &mut Rng, at_ms: i64, n: u64| {
+        let e = event(rng, at_ms);
+        if o.invalid_fraction > 0.0 && n.is_multiple_of(every) {
+            spoil(rng, e)
+        } else {
+            e
+        }
+    };
+    tokio::pin!(stop);
+
+    if o.history_minutes > 0 {
+        let now = Utc::now().timestamp_millis();
+        let span_ms = o.history_minutes as i64 * 60_000;
+        let total = (o.rate * 60.0 * o.history_minutes as f64).round().max(1.0) as u64;
+        let step = span_ms as f64 / total as f64;
+        let mut i = 0u64;
+        while i < total && (o.events == 0 || sent < o.events) {
+            let n = (total - i).min(500);
+            let batch: Vec<Value> = (0..n)
+                .map(|k| {
+                    let at = now - span_ms + ((i + k) as f64 * step) as i64;
+                    next(&mut rng, at, sent + k + 1)
+                })
+                .collect();
+            i += n;
+            sent += n;
+            tokio::select! {
+                _ = &mut stop => return Ok(accepted),
+                posted = post(&http, &url, &o.key, &batch) => match posted? {
+                    Posted::Accepted(a) => accepted += a,
+                    Posted::Failed => failed += n,
+                },
+            }
+        }
+        tracing::info!(
+            sent,
+            accepted,
+            failed,
+            minutes = o.history_minutes,
+            "loadgen: history sent"
+        );
+    }
+
     let mut report = tokio::time::interval(Duration::from_secs(10));
     let mut tick = tokio::time::interval(pause);
-    tokio::pin!(stop);
-    loop {
+    while o.events == 0 || sent < o.events {
         tokio::select! {
             _ = &mut stop => break,
             _ = report.tick() => tracing::info!(sent, accepted, failed, "loadgen"),
             _ = tick.tick() => {
-                let batch: Vec<Value> = (0..per_batch).map(|_| event(&mut rng)).collect();
+                let now = Utc::now().timestamp_millis();
+                let batch: Vec<Value> = (0..per_batch as u64).map(|k| next(&mut rng, now, sent + k + 1)).collect();
                 sent += batch.len() as u64;
-                match http.post(&url).bearer_auth(&o.key).json(&batch).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let body: Value = r.json().await.unwrap_or_default();
-                        accepted += body["accepted"].as_u64().unwrap_or(0);
-                    }
-                    Ok(r) => {
-                        failed += batch.len() as u64;
-                        let status = r.status();
-                        let text = r.text().await.unwrap_or_default();
-                        tracing::warn!("the daemon answered {status}: {}", text.chars().take(300).collect::<String>());
-                        if status == reqwest::StatusCode::UNAUTHORIZED {
-                            return Err("the daemon refused the API key: pass --key (or MONGOPULSE_LOADGEN_KEY) with a key from MONGOPULSE_API_KEYS".into());
-                        }
-                    }
-                    Err(e) => {
-                        failed += batch.len() as u64;
-                        tracing::warn!("cannot reach {url}: {e}; retrying");
-                    }
-                }
-                if o.events > 0 && sent >= o.events {
-                    break;
+                match post(&http, &url, &o.key, &batch).await? {
+                    Posted::Accepted(a) => accepted += a,
+                    Posted::Failed => failed += batch.len() as u64,
                 }
             }
         }

@@ -1,7 +1,9 @@
 //! The ingest path's own metrics, registered in the daemon's registry and
 //! served at `/metrics`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +37,12 @@ pub struct IngestMetrics {
     pub rejected_total: AtomicU64,
     pub lag_sum_ms: AtomicU64,
     pub lag_count: AtomicU64,
+    /// Rejections per reason since start (the Prometheus family cannot be read back).
+    pub rejected_by_reason: Mutex<BTreeMap<String, u64>>,
+    pub write_latency_sum_us: AtomicU64,
+    pub write_count: AtomicU64,
+    /// Slowest insert since the reporter last took it (it resets this to 0).
+    pub write_latency_max_us: AtomicU64,
 }
 
 impl IngestMetrics {
@@ -53,6 +61,10 @@ impl IngestMetrics {
             rejected_total: AtomicU64::new(0),
             lag_sum_ms: AtomicU64::new(0),
             lag_count: AtomicU64::new(0),
+            rejected_by_reason: Mutex::new(BTreeMap::new()),
+            write_latency_sum_us: AtomicU64::new(0),
+            write_count: AtomicU64::new(0),
+            write_latency_max_us: AtomicU64::new(0),
         };
         let r = registry.sub_registry_with_prefix("ingest");
         r.register(
@@ -115,6 +127,29 @@ impl IngestMetrics {
             })
             .inc();
         self.rejected_total.fetch_add(1, Ordering::Relaxed);
+        *self
+            .rejected_by_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    /// One insert into MongoDB took `seconds`.
+    pub fn observe_write(&self, seconds: f64) {
+        self.write_latency.observe(seconds);
+        let us = (seconds.max(0.0) * 1_000_000.0) as u64;
+        self.write_latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.write_count.fetch_add(1, Ordering::Relaxed);
+        self.write_latency_max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Rejections per reason since start.
+    pub fn rejected_by_reason(&self) -> BTreeMap<String, u64> {
+        self.rejected_by_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn observe_lag(&self, seconds: f64) {

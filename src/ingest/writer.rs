@@ -252,9 +252,7 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
             .write_concern(shared.write_concern.clone()),
     )
     .await;
-    metrics
-        .write_latency
-        .observe(started.elapsed().as_secs_f64());
+    metrics.observe_write(started.elapsed().as_secs_f64());
 
     // Index of each refused document in the merged batch, or a batch-wide failure.
     let result: Result<Refused, SubmitError> = match outcome {

@@ -93,6 +93,21 @@ impl LiveHub {
         self.resyncs.load(Ordering::Relaxed)
     }
 
+    /// Live channels QueryData has registered (and not yet forgotten).
+    pub fn known_channels(&self) -> usize {
+        self.queries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Channels streaming now (each holds its data source's feed).
+    pub fn streaming_channels(&self) -> usize {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|f| f.subscribers)
+            .sum()
+    }
+
     /// Data sources with a feed open now.
     pub fn open_feeds(&self) -> usize {
         self.feeds.lock().unwrap_or_else(|p| p.into_inner()).len()

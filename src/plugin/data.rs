@@ -213,6 +213,9 @@ async fn run_query(
         Query::Annotations(a) => annotation_frames(&db, instance, &a, from_ms, to_ms, max_time)
             .await
             .map_err(|e| run_error(&ref_id, e))?,
+        Query::Plugin(_) => {
+            vec![super::own_stats::frame(plugin, instance).map_err(|e| run_error(&ref_id, e))?]
+        }
     };
     respond(ref_id, frames)
 }

@@ -79,6 +79,11 @@ impl PluginMetrics {
         self.query_seconds.observe(took.as_secs_f64());
     }
 
+    /// Queries answered and failed since start.
+    pub fn queries(&self) -> (u64, u64) {
+        (self.queries_ok.get(), self.queries_failed.get())
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;

@@ -9,6 +9,7 @@ mod health;
 mod instances;
 mod live;
 mod metrics;
+mod own_stats;
 mod resources;
 pub mod settings;
 

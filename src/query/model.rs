@@ -28,7 +28,14 @@ pub enum Query {
     Pipeline(PipelineQuery),
     Variable(VariableQuery),
     Annotations(AnnotationsQuery),
+    /// The plugin's own figures (cache, live channels, queries), for the operations dashboard.
+    Plugin(PluginQuery),
 }
+
+/// `{"mode": "plugin"}`: no options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginQuery {}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -291,10 +298,13 @@ pub fn parse(json: &Value) -> Result<Query, ModelError> {
         "pipeline" => Query::Pipeline(typed(&own)?),
         "variable" => Query::Variable(typed(&own)?),
         "annotations" => Query::Annotations(typed(&own)?),
+        "plugin" => Query::Plugin(typed(&own)?),
         other => {
             return Err(ModelError::new(
                 "mode",
-                format!("unknown mode '{other}': use builder, pipeline, variable or annotations"),
+                format!(
+                "unknown mode '{other}': use builder, pipeline, variable, annotations or plugin"
+            ),
             ))
         }
     };

@@ -115,6 +115,9 @@ pub struct Rollups {
     writer: String,
     pub metrics: RollupMetrics,
     last_finalized: AtomicI64,
+    /// When the last flush was written (epoch ms, 0: none yet): partial minutes hold
+    /// every event stored before it.
+    last_flush_ms: AtomicI64,
     /// Serialises flushes (the timer and the final flush at shutdown).
     flushing: tokio::sync::Mutex<()>,
     /// Every minute before this is final and written; the alert engine waits on it.
@@ -138,6 +141,7 @@ impl Rollups {
             writer: writer.to_string(),
             metrics,
             last_finalized: AtomicI64::new(0),
+            last_flush_ms: AtomicI64::new(0),
             flushing: tokio::sync::Mutex::new(()),
         }
     }
@@ -256,6 +260,7 @@ impl Rollups {
                     .finalized_minutes
                     .inc_by((finalized as i64 - before).max(0) as u64);
                 self.metrics.documents_written.inc_by(written as u64);
+                self.last_flush_ms.fetch_max(now_ms, Ordering::Relaxed);
                 self.metrics.open_minute_windows.set(open as i64);
                 self.metrics.open_sessions.set(sessions as i64);
                 if let Some(end) = newest {
@@ -309,5 +314,12 @@ impl Rollups {
         self.lock()
             .newest_final_end_ms()
             .map(|end| (now_ms - end) as f64 / 1000.0)
+    }
+
+    /// Seconds since the last successful flush, if any: how far partial minutes
+    /// may be behind the events already stored.
+    pub fn partial_lag_secs(&self, now_ms: i64) -> Option<f64> {
+        let last = self.last_flush_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| (now_ms - last).max(0) as f64 / 1000.0)
     }
 }

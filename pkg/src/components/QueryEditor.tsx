@@ -1,7 +1,7 @@
 import React, { useRef } from 'react';
 import { css } from '@emotion/css';
 import { GrafanaTheme2, QueryEditorProps, SelectableValue } from '@grafana/data';
-import { Button, InlineField, InlineSwitch, RadioButtonGroup, Stack, useStyles2 } from '@grafana/ui';
+import { Alert, Button, InlineField, InlineSwitch, RadioButtonGroup, Stack, useStyles2 } from '@grafana/ui';
 
 import type { DataSource } from '../datasource';
 import { defaultBuilderQuery, defaultPipelineQuery, Mode, MPOptions, MPQuery } from '../types';
@@ -24,6 +24,10 @@ const GRAFANA_KEYS = ['refId', 'datasource', 'hide', 'key', 'queryType'] as cons
 
 export function withDefaults(query: MPQuery, defaultGranularity: MPQuery['granularity'] = 'auto'): MPQuery {
   const mode = query.mode ?? 'builder';
+  if (mode === 'plugin') {
+    // No options to default; builder defaults would make it look like a builder query.
+    return query;
+  }
   const defaults = mode === 'pipeline' ? defaultPipelineQuery() : defaultBuilderQuery(defaultGranularity);
   return { ...defaults, ...query } as MPQuery;
 }
@@ -50,7 +54,7 @@ export function QueryEditor(props: Props) {
   };
 
   const switchMode = (to: EditorMode) => {
-    if (to === mode) {
+    if (to === mode && query.mode !== 'plugin') {
       return;
     }
     stash.current[mode] = query;
@@ -69,9 +73,14 @@ export function QueryEditor(props: Props) {
   return (
     <div className={styles.root} data-testid="mongopulse-query-editor">
       <Stack direction="row" justifyContent="space-between" alignItems="center" wrap="wrap">
-        <RadioButtonGroup<EditorMode> size="sm" options={MODE_OPTIONS} value={mode} onChange={switchMode} />
+        <RadioButtonGroup<EditorMode>
+          size="sm"
+          options={MODE_OPTIONS}
+          value={query.mode === 'plugin' ? undefined : mode}
+          onChange={switchMode}
+        />
         <Stack direction="row" gap={1} alignItems="center">
-          {mode === 'builder' && (
+          {mode === 'builder' && query.mode !== 'plugin' && (
             <InlineField label="Live" tooltip="Stream updates through Grafana Live as rollups change (needs a replica set)" className={styles.noMargin}>
               <InlineSwitch
                 aria-label="Live"
@@ -94,7 +103,12 @@ export function QueryEditor(props: Props) {
         </Stack>
       </Stack>
 
-      {mode === 'builder' ? (
+      {query.mode === 'plugin' ? (
+        <Alert severity="info" title="The plugin's own figures">
+          This query answers with the plugin&apos;s cache hit ratio, live channels, change streams and query counts
+          (the operations dashboard uses it). It has no options; choose Builder or Pipeline to query analytics.
+        </Alert>
+      ) : mode === 'builder' ? (
         <BuilderEditor
           query={query}
           datasource={datasource}
