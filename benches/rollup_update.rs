@@ -43,7 +43,7 @@ const EVENTS: usize = 1_000_000;
 const SPAN_MS: i64 = 600_000;
 const T0: i64 = 1_733_752_800_000;
 
-fn events_json() -> Vec<String> {
+fn events_json(count: usize) -> Vec<String> {
     let types = [
         "page_view",
         "page_view",
@@ -57,7 +57,7 @@ fn events_json() -> Vec<String> {
     ];
     let devices = ["mobile", "desktop", "tablet"];
     let browsers = ["Chrome", "Safari", "Firefox", "Edge"];
-    (0..EVENTS)
+    (0..count)
         .map(|i| {
             let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let pick = |n: usize, shift: u32| ((h >> shift) as usize) % n;
@@ -189,7 +189,7 @@ fn measure_memory(events: &[Event]) {
 }
 
 fn bench(c: &mut Criterion) {
-    let lines = events_json();
+    let lines = events_json(EVENTS);
     let events = parse(&lines);
     measure_memory(&events);
 
@@ -233,7 +233,7 @@ fn count_instructions(what: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let lines: Vec<String> = events_json().into_iter().take(n).collect();
+    let lines = events_json(n);
     let events = parse(&lines);
     let kept = match what {
         "ours" => ours(&events).open_windows(Level::Minute),
