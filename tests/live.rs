@@ -302,3 +302,103 @@ async fn unknown_event_type_is_not_found_and_bad_measure_is_explained() {
         .unwrap_err();
     assert!(e.contains("no percentile sketch of 'nope'"), "{e}");
 }
+
+/// Issue 13: an ad-hoc filter means the same on a live panel as on the same
+/// panel not live — a regex is a regex (not a prefix of its literal start) —
+/// both for the first frame and for the changes the change stream brings.
+#[tokio::test]
+async fn adhoc_filters_give_the_same_series_live_and_not_live() {
+    let l = live().await;
+    l.post("FI", 3).await;
+    l.post("US", 4).await;
+    l.wait_for_minute_docs(4).await;
+    let cases = [
+        ("=~", "^D|US$"),
+        ("!~", "^D|US$"),
+        ("=", "FR"),
+        ("!=", "FR"),
+    ];
+    let query_for = |operator: &str, value: &str| {
+        let mut q = query(None);
+        q["adhocFilters"] = json!([{ "key": "country", "operator": operator, "value": value }]);
+        q
+    };
+    let mut streams = Vec::new();
+    for (operator, value) in cases {
+        let q = query_for(operator, value);
+        let path = mongopulse::live::channel_path(&q);
+        assert_eq!(l.plugin.subscribe(&l.ds, &path, &q).await, Ok(Status::Ok));
+        let mut stream = l.plugin.run_stream(&l.ds, &path, &q).await;
+        stream.message().await.unwrap().unwrap();
+        streams.push(stream);
+    }
+    // Changes the channels learn of through the change stream only.
+    for (country, n) in [("US", 2), ("DE", 1), ("FR", 1), ("FI", 1)] {
+        l.post(country, n).await;
+    }
+    let totals = [("DE", 3.0), ("FI", 4.0), ("FR", 6.0), ("US", 6.0)];
+    for ((operator, value), stream) in cases.into_iter().zip(&mut streams) {
+        let q = query_for(operator, value);
+        // Not live: QueryData's series at the test's minute once the daemon has
+        // written the new events, read as Grafana reads them.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let panel = loop {
+            let r = l
+                .plugin
+                .query(
+                    &l.ds,
+                    &[(
+                        "A",
+                        q.clone(),
+                        l.minute - 600_000,
+                        l.minute + 60_000,
+                        60_000,
+                    )],
+                    &[],
+                )
+                .await;
+            let mut panel: Vec<(String, f64)> = by_ref(r)
+                .remove("A")
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{operator} {value}: {e}"))
+                .iter()
+                .filter_map(|f| {
+                    let v = f.value_field();
+                    let row = f.times().iter().position(|t| *t == instant(l.minute))?;
+                    Some((v.labels.get("country")?.clone(), v.values[row].as_f64()?))
+                })
+                .collect();
+            panel.sort_by(|a, b| a.0.cmp(&b.0));
+            if panel
+                .iter()
+                .all(|(c, n)| totals.contains(&(c.as_str(), *n)))
+                && !panel.is_empty()
+            {
+                break panel;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{operator} {value}: not written: {panel:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Live: frames until the channel shows the same series.
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let packet = tokio::time::timeout(left, stream.message())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{operator} {value}: live never showed {panel:?}; saw {seen:?}")
+                })
+                .unwrap()
+                .unwrap();
+            let mut live = counts_at(&packet.data, l.minute);
+            live.sort_by(|a, b| a.0.cmp(&b.0));
+            if live == panel {
+                break;
+            }
+            seen.push(live);
+        }
+    }
+}

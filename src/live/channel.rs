@@ -7,6 +7,7 @@ use std::time::Duration;
 use bson::{Bson, Document};
 use grafana_plugin_sdk::data::Frame;
 use mongodb::Database;
+use regex::Regex;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -56,6 +57,13 @@ impl ChannelQuery {
                 "moving windows are not streamed; turn live off or remove the window",
             ));
         }
+        for (i, a) in query.adhoc_filters.iter().enumerate() {
+            if matches!(a.operator.as_str(), "=~" | "!~") {
+                compile_regex(&a.value).map_err(|reason| {
+                    ModelError::new(format!("adhocFilters[{i}].value"), reason)
+                })?;
+            }
+        }
         query.granularity = Granularity::Minute;
         query.format = Format::Wide;
         query.top_n = None;
@@ -81,16 +89,94 @@ impl ChannelQuery {
     }
 }
 
-/// Whether a rollup document belongs to the channel (the plan's `$match`, minus time).
-fn matches(filter: &Document, d: &Document) -> bool {
-    filter.iter().all(|(k, cond)| match k.as_str() {
-        "timestamp" => true,
-        "$and" => cond.as_array().is_some_and(|a| {
-            a.iter()
-                .all(|c| c.as_document().is_some_and(|c| matches(c, d)))
-        }),
-        path => field_matches(cond, lookup(d, path)),
+/// MongoDB runs `$regex` with PCRE; a live channel runs it with the `regex`
+/// crate, whose syntax is PCRE's less lookaround and backreferences. A pattern
+/// the crate cannot read is refused when the live query is made, so a live
+/// panel never shows other series than the same panel not live.
+fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern).map_err(|e| {
+        format!(
+            "the regular expression '{pattern}' cannot be applied to a live panel ({}); \
+             live panels read regular expressions without lookaround or backreferences: \
+             simplify it, or turn live off",
+            e.to_string().lines().last().unwrap_or("invalid")
+        )
     })
+}
+
+/// The plan's `$match` (minus time) as a channel applies it to the rollup
+/// documents its change stream delivers, with MongoDB's meaning for each
+/// operator the planner writes.
+pub struct ChannelFilter {
+    filter: Document,
+    regexes: HashMap<String, Regex>,
+}
+
+impl ChannelFilter {
+    pub fn new(filter: Document) -> Result<ChannelFilter, String> {
+        let mut regexes = HashMap::new();
+        collect_regexes(&Bson::Document(filter.clone()), &mut regexes)?;
+        Ok(ChannelFilter { filter, regexes })
+    }
+
+    /// Whether a rollup document belongs to the channel.
+    pub fn matches(&self, d: &Document) -> bool {
+        self.document_matches(&self.filter, d)
+    }
+
+    fn document_matches(&self, filter: &Document, d: &Document) -> bool {
+        filter.iter().all(|(k, cond)| match k.as_str() {
+            "timestamp" => true,
+            "$and" => cond.as_array().is_some_and(|a| {
+                a.iter()
+                    .all(|c| c.as_document().is_some_and(|c| self.document_matches(c, d)))
+            }),
+            path => self.field_matches(cond, lookup(d, path)),
+        })
+    }
+
+    fn field_matches(&self, cond: &Bson, value: Option<&Bson>) -> bool {
+        let s = value.and_then(Bson::as_str);
+        match cond {
+            Bson::Document(ops) => ops.iter().all(|(op, arg)| match op.as_str() {
+                "$in" => arg
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x.as_str() == s && s.is_some())),
+                "$nin" => arg
+                    .as_array()
+                    .is_some_and(|a| !a.iter().any(|x| x.as_str() == s && s.is_some())),
+                "$ne" => arg.as_str() != s,
+                // A missing or non-string field never matches a regex (MongoDB).
+                "$regex" => match (arg.as_str().and_then(|p| self.regexes.get(p)), s) {
+                    (Some(re), Some(v)) => re.is_match(v),
+                    _ => false,
+                },
+                "$not" => !self.field_matches(arg, value),
+                _ => false,
+            }),
+            other => other.as_str().is_some() && other.as_str() == s,
+        }
+    }
+}
+
+fn collect_regexes(b: &Bson, out: &mut HashMap<String, Regex>) -> Result<(), String> {
+    match b {
+        Bson::Document(d) => {
+            for (k, v) in d {
+                match (k.as_str(), v) {
+                    ("$regex", Bson::String(p)) => {
+                        if !out.contains_key(p) {
+                            out.insert(p.clone(), compile_regex(p)?);
+                        }
+                    }
+                    _ => collect_regexes(v, out)?,
+                }
+            }
+        }
+        Bson::Array(a) => a.iter().try_for_each(|x| collect_regexes(x, out))?,
+        _ => {}
+    }
+    Ok(())
 }
 
 fn lookup<'a>(d: &'a Document, path: &str) -> Option<&'a Bson> {
@@ -104,48 +190,6 @@ fn lookup<'a>(d: &'a Document, path: &str) -> Option<&'a Bson> {
         cur = v.as_document()?;
     }
     None
-}
-
-fn field_matches(cond: &Bson, value: Option<&Bson>) -> bool {
-    let s = value.and_then(Bson::as_str);
-    match cond {
-        Bson::Document(ops) => ops.iter().all(|(op, arg)| match op.as_str() {
-            "$in" => arg
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x.as_str() == s && s.is_some())),
-            "$nin" => arg
-                .as_array()
-                .is_some_and(|a| !a.iter().any(|x| x.as_str() == s && s.is_some())),
-            "$ne" => arg.as_str() != s,
-            "$regex" => match (arg.as_str(), s) {
-                (Some(re), Some(v)) => regex_like(re, v),
-                _ => false,
-            },
-            "$not" => !field_matches(arg, value),
-            _ => false,
-        }),
-        other => other.as_str().is_some() && other.as_str() == s,
-    }
-}
-
-/// The regexes the planner writes are anchored prefixes (`^…` with escapes);
-/// ad-hoc `=~` filters may be more, which live panels match as prefixes too.
-fn regex_like(re: &str, v: &str) -> bool {
-    let body = re.strip_prefix('^').unwrap_or(re);
-    let mut literal = String::new();
-    let mut chars = body.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => literal.extend(chars.next()),
-            '.' | '*' | '+' | '?' | '(' | '[' | '|' | '$' => break,
-            c => literal.push(c),
-        }
-    }
-    if re.starts_with('^') {
-        v.starts_with(&literal)
-    } else {
-        v.contains(&literal)
-    }
 }
 
 /// The wide frame of the minutes `only` (all when `None`) from the documents held.
@@ -208,12 +252,19 @@ pub async fn run_channel(
             return;
         }
     };
-    let filter = plan
-        .pipeline
-        .first()
-        .and_then(|s| s.get_document("$match").ok())
-        .cloned()
-        .unwrap_or_default();
+    let filter = match ChannelFilter::new(
+        plan.pipeline
+            .first()
+            .and_then(|s| s.get_document("$match").ok())
+            .cloned()
+            .unwrap_or_default(),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = out.send(Err(e)).await;
+            return;
+        }
+    };
     let mut docs = match load(&r.db, &plan, r.max_time).await {
         Ok(d) => d,
         Err(e) => {
@@ -233,7 +284,7 @@ pub async fn run_channel(
             _ = out.closed() => return,
             event = feed.events.recv() => match event {
                 Ok(FeedEvent::Doc(d)) => {
-                    if d.get_str("granularity").ok() != Some("minute") || !matches(&filter, &d) {
+                    if d.get_str("granularity").ok() != Some("minute") || !filter.matches(&d) {
                         continue;
                     }
                     let Ok(t) = d.get_datetime("timestamp").map(|t| t.timestamp_millis()) else { continue };
@@ -285,7 +336,7 @@ mod tests {
     #[test]
     fn documents_are_matched_like_mongodb_would() {
         let d = doc! { "spec": "default", "dimensions": { "eventType": "page_view", "country": "FR", "browser": "Chrome" } };
-        let f = |m: Document| matches(&m, &d);
+        let f = |m: Document| ChannelFilter::new(m).unwrap().matches(&d);
         assert!(f(
             doc! { "spec": "default", "dimensions.eventType": "page_view" }
         ));
@@ -298,6 +349,30 @@ mod tests {
             doc! { "$and": [ { "dimensions.country": { "$ne": "US" } } ] }
         ));
         assert!(!f(doc! { "dimensions.city": "Paris" }));
+        // A regex is a regex, not a prefix of its literal start.
+        assert!(f(doc! { "dimensions.country": { "$regex": "^D|FR$" } }));
+        assert!(f(doc! { "dimensions.browser": { "$regex": "rom" } }));
+        assert!(!f(doc! { "dimensions.browser": { "$regex": "^Chr.*x" } }));
+        assert!(f(
+            doc! { "dimensions.browser": { "$not": { "$regex": "^Chr.*x" } } }
+        ));
+        assert!(
+            !f(doc! { "dimensions.city": { "$regex": "." } }),
+            "missing field"
+        );
+        assert!(f(doc! { "dimensions.city": { "$not": { "$regex": "." } } }));
+    }
+
+    #[test]
+    fn regexes_live_panels_cannot_read_are_refused_up_front() {
+        let q: BuilderQuery = serde_json::from_value(serde_json::json!({
+            "eventType": "page_view",
+            "adhocFilters": [{ "key": "country", "operator": "=~", "value": "^(?!FR)" }]
+        }))
+        .unwrap();
+        let e = ChannelQuery::new(q, 15).unwrap_err();
+        assert_eq!(e.path, "adhocFilters[0].value");
+        assert!(e.reason.contains("turn live off"), "{e}");
     }
 
     #[test]
