@@ -386,13 +386,10 @@ async fn adhoc_filters_give_the_same_series_live_and_not_live() {
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let packet = tokio::time::timeout(left, stream.message())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("{operator} {value}: live never showed {panel:?}; saw {seen:?}")
-                })
-                .unwrap()
-                .unwrap();
+            let Ok(next) = tokio::time::timeout(left, stream.message()).await else {
+                panic!("{operator} {value}: live never showed {panel:?}; saw {seen:?}")
+            };
+            let packet = next.unwrap().unwrap();
             let mut live = counts_at(&packet.data, l.minute);
             live.sort_by(|a, b| a.0.cmp(&b.0));
             if live == panel {
