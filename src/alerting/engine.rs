@@ -103,14 +103,26 @@ fn date(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// `{{name}}` → value, for annotations.
+/// `{{name}}` (or `{{ name }}`) → value, for annotations, in one pass over
+/// the template: a value is never read again, so a label value that itself
+/// holds `{{x}}` stays as it is. An unknown name is left as written.
 fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = template.to_string();
-    for (k, v) in vars {
-        out = out
-            .replace(&format!("{{{{{k}}}}}"), v)
-            .replace(&format!("{{{{ {k} }}}}"), v);
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        match vars.get(after[..close].trim()) {
+            Some(value) => out.push_str(value),
+            None => out.push_str(&rest[open..open + 2 + close + 2]),
+        }
+        rest = &after[close + 2..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -629,5 +641,31 @@ impl AlertEngine {
                 _ = stop.changed() => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+    use std::collections::BTreeMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn templates_are_expanded_once_and_values_are_not_read_again() {
+        let v = vars(&[("country", "{{value}}"), ("value", "812")]);
+        assert_eq!(
+            render("p95 {{value}} ms in {{ country }}", &v),
+            "p95 812 ms in {{value}}"
+        );
+        assert_eq!(render("{{unknown}} and {{value}}", &v), "{{unknown}} and 812");
+        assert_eq!(render("no close {{value", &v), "no close {{value");
+        assert_eq!(render("", &v), "");
+        assert_eq!(render("{{value}}{{value}}", &v), "812812");
     }
 }
