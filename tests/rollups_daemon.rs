@@ -160,13 +160,16 @@ async fn kill_9_mid_stream_then_restart_counts_every_event_once() {
     drop(daemon);
 
     let daemon = Daemon::start(&mongo, &ENV).await;
-    assert!(
-        daemon
-            .stderr()
-            .contains("rollups recovered from the checkpoint"),
-        "{}",
-        daemon.stderr()
-    );
+    // The log line travels through a pipe read by another thread: wait for
+    // it (readiness can be answered first), bounded only against a hang.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !daemon
+        .stderr()
+        .contains("rollups recovered from the checkpoint")
+    {
+        assert!(Instant::now() < deadline, "{}", daemon.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let second = post_for(&daemon, 2_000_000, Duration::from_secs(3)).await;
     assert!(second > 0);
     let exact = wait_until_rollups_match(&mongo).await;

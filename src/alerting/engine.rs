@@ -663,7 +663,10 @@ mod tests {
             render("p95 {{value}} ms in {{ country }}", &v),
             "p95 812 ms in {{value}}"
         );
-        assert_eq!(render("{{unknown}} and {{value}}", &v), "{{unknown}} and 812");
+        assert_eq!(
+            render("{{unknown}} and {{value}}", &v),
+            "{{unknown}} and 812"
+        );
         assert_eq!(render("no close {{value", &v), "no close {{value");
         assert_eq!(render("", &v), "");
         assert_eq!(render("{{value}}{{value}}", &v), "812812");

@@ -48,6 +48,8 @@ pub enum DaemonError {
     Backfill(String),
     #[error("loadgen: {0}")]
     Loadgen(String),
+    #[error("stopped, but these tasks failed: {0} (the log above says what each left undone)")]
+    Tasks(String),
 }
 
 /// Runs the daemon until `shutdown` completes, then flushes and returns.
@@ -165,18 +167,50 @@ pub async fn run(
         t.abort();
     }
     // The router and its state are gone, so the writer's last handle is
-    // dropped: it flushes what it holds and ends.
-    let _ = writer_task.await;
-    tracing::info!("all accepted events are stored; writing rollups");
+    // dropped: it flushes what it holds and ends. A task that panicked is a
+    // failure to report, never a clean stop.
+    let mut failed: Vec<&str> = Vec::new();
+    match writer_task.await {
+        Ok(()) => tracing::info!("all accepted events are stored; writing rollups"),
+        Err(e) => {
+            tracing::error!(
+                "the event writer failed ({e}): every event answered 2xx was stored, but \
+                 requests in flight were not acknowledged and their clients must retry"
+            );
+            failed.push("event writer");
+        }
+    }
     let _ = stop_rollups.send(true);
-    if let Ok(Some(flusher)) = prepare_task.await {
-        let _ = flusher.await;
+    match prepare_task.await {
+        Ok(Some(flusher)) => {
+            if let Err(e) = flusher.await {
+                tracing::error!(
+                    "the rollup flusher failed ({e}): the next start rebuilds the rollups \
+                     from the stored events after the last checkpoint"
+                );
+                failed.push("rollup flusher");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!("preparing the database failed ({e})");
+            failed.push("database preparation");
+        }
     }
     if let Some((_, task)) = alerts {
-        let _ = task.await;
+        if let Err(e) = task.await {
+            tracing::error!(
+                "the alert engine failed ({e}): alert states are restored from `alerts` at the next start"
+            );
+            failed.push("alert engine");
+        }
+    }
+    served.map_err(|e| DaemonError::Serve(e.to_string()))?;
+    if !failed.is_empty() {
+        return Err(DaemonError::Tasks(failed.join(", ")));
     }
     tracing::info!("bye");
-    served.map_err(|e| DaemonError::Serve(e.to_string()))
+    Ok(())
 }
 
 /// `mongopulsed backfill`: recomputes rollups of [from, to) from raw events.
