@@ -10,7 +10,7 @@ use chrono::Utc;
 use grafana_plugin_sdk::pluginv2::subscribe_stream_response::Status;
 use serde_json::{json, Value};
 use support::daemon::{Daemon, API_KEY};
-use support::frames::{by_ref, decode_json, instant, FieldType};
+use support::frames::{by_ref, decode_json, instant, DecodedFrame, FieldType};
 use support::mongo::TestMongo;
 use support::plugin_harness::{DataSource, PluginProcess};
 
@@ -48,6 +48,25 @@ async fn live() -> Live {
 }
 
 impl Live {
+    /// The same query not live: QueryData over the test's last ten minutes.
+    async fn panel(&self, q: &Value) -> Result<Vec<DecodedFrame>, String> {
+        let r = self
+            .plugin
+            .query(
+                &self.ds,
+                &[(
+                    "A",
+                    q.clone(),
+                    self.minute - 600_000,
+                    self.minute + 60_000,
+                    60_000,
+                )],
+                &[],
+            )
+            .await;
+        by_ref(r).remove("A").expect("an answer for refId A")
+    }
+
     /// Events stamped inside the test's minute, whatever the clock says now.
     async fn post(&self, country: &str, n: usize) {
         let batch: Vec<Value> = (0..n)
@@ -146,21 +165,7 @@ async fn initial_frame_then_a_frame_with_the_new_events() {
     let l = live().await;
     let q = query(None);
     // QueryData names the channel in the frame meta.
-    let r = l
-        .plugin
-        .query(
-            &l.ds,
-            &[(
-                "A",
-                q.clone(),
-                l.minute - 600_000,
-                l.minute + 60_000,
-                60_000,
-            )],
-            &[],
-        )
-        .await;
-    let frames = by_ref(r).remove("A").unwrap().unwrap();
+    let frames = l.panel(&q).await.unwrap();
     let channel = frames[0].meta["channel"]
         .as_str()
         .expect("a channel in the meta")
@@ -343,23 +348,9 @@ async fn adhoc_filters_give_the_same_series_live_and_not_live() {
         // written the new events, read as Grafana reads them.
         let deadline = Instant::now() + Duration::from_secs(60);
         let panel = loop {
-            let r = l
-                .plugin
-                .query(
-                    &l.ds,
-                    &[(
-                        "A",
-                        q.clone(),
-                        l.minute - 600_000,
-                        l.minute + 60_000,
-                        60_000,
-                    )],
-                    &[],
-                )
-                .await;
-            let mut panel: Vec<(String, f64)> = by_ref(r)
-                .remove("A")
-                .unwrap()
+            let mut panel: Vec<(String, f64)> = l
+                .panel(&q)
+                .await
                 .unwrap_or_else(|e| panic!("{operator} {value}: {e}"))
                 .iter()
                 .filter_map(|f| {
