@@ -225,6 +225,16 @@ async fn gzip_zstd_and_ndjson_bodies() {
         .post("[{\"a\": 1},", &[("content-type", "application/json")])
         .await;
     assert_eq!(status, 400, "{body}");
+    // A body that is not JSON at all, sent as JSON, is refused as a body (README: 400),
+    // not as an event that failed validation (422).
+    for not_json in ["hello, world", "{\"timestamp\": ", "<event/>"] {
+        let (status, body, _) = daemon
+            .post(not_json, &[("content-type", "application/json")])
+            .await;
+        assert_eq!(status, 400, "{not_json:?}: {body}");
+        let msg = body["error"].as_str().unwrap_or_default();
+        assert!(msg.contains("not valid JSON"), "{not_json:?}: {body}");
+    }
     let (status, _, _) = daemon.post("x", &[("content-encoding", "br")]).await;
     assert_eq!(status, 415);
     let (status, _, _) = daemon.post("a,b", &[("content-type", "text/csv")]).await;
@@ -314,8 +324,8 @@ async fn oversized_body_is_413_and_missing_key_401_and_fast_key_429() {
 #[tokio::test]
 async fn paused_mongodb_gets_503_never_2xx_and_recovers() {
     let mongo = TestMongo::start().await;
-    let Some(pid) = mongo.standin_pid() else {
-        eprintln!("skipped: pausing MongoDB needs the stand-in (MONGODB_URI is set)");
+    let Some(pid) = mongo.server_pid() else {
+        eprintln!("skipped: pausing MongoDB needs a local test server (MONGODB_URI is set)");
         return;
     };
     let daemon = Daemon::start(

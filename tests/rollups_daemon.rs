@@ -304,8 +304,8 @@ async fn backfill_recomputes_the_same_rollups_and_is_safe_to_rerun() {
 #[tokio::test]
 async fn a_client_that_gives_up_mid_request_still_has_its_stored_events_counted() {
     let mongo = TestMongo::start().await;
-    let Some(pid) = mongo.standin_pid() else {
-        eprintln!("skipped: pausing MongoDB needs the stand-in (MONGODB_URI is set)");
+    let Some(pid) = mongo.server_pid() else {
+        eprintln!("skipped: pausing MongoDB needs a local test server (MONGODB_URI is set)");
         return;
     };
     let daemon = Daemon::start(&mongo, &ENV).await;
