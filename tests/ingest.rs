@@ -508,10 +508,15 @@ async fn health_readiness_and_pipeline_stats() {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(
-        specs[0].collection_type,
-        mongodb::results::CollectionType::Timeseries
-    );
+    // MongoDB lists a time-series collection with `type: "timeseries"` (https://www.mongodb.com/docs/manual/core/timeseries/timeseries-check-type/);
+    // SecantusDB 0.7.0b3 says `collection` (tests/standin/README.md, "Differences"), so
+    // that one assertion is skipped there; the time-series options are checked everywhere.
+    if !mongo.is_secantus() {
+        assert_eq!(
+            specs[0].collection_type,
+            mongodb::results::CollectionType::Timeseries
+        );
+    }
     let ts = specs[0].options.timeseries.as_ref().unwrap();
     assert_eq!(ts.time_field, "timestamp");
     assert_eq!(ts.meta_field.as_deref(), Some("metadata"));

@@ -27,7 +27,15 @@ impl Daemon {
 
     /// Starts the daemon without waiting for readiness.
     pub fn spawn(mongo: &TestMongo, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mongopulsed"));
+        if mongo.is_secantus() {
+            // SecantusDB's Python server is several times slower than the stand-in under
+            // many concurrent writers (several tests posting 2,000-event batches at once):
+            // give its inserts longer before the daemon gives up with a 503. A test that
+            // sets its own write timeout (in `env`, applied after this) keeps it.
+            cmd.env("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "30000");
+        }
+        let mut child = cmd
             .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
             .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name)
             .env("MONGOPULSE__HTTP__LISTEN", "127.0.0.1:0")
