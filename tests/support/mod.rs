@@ -5,3 +5,4 @@ pub mod daemon;
 pub mod frames;
 pub mod mongo;
 pub mod plugin_harness;
+pub mod recount;
