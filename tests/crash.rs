@@ -32,8 +32,7 @@ const ENV: [(&str, &str); 4] = [
     ("MONGOPULSE__INGEST__WRITER__MAX_BATCH_DELAY_MS", "10"),
 ];
 
-/// Only a hang reaches this: every wait below is for a condition.
-const PATIENCE: Duration = Duration::from_secs(180);
+use support::PATIENCE;
 
 /// What the steady sender saw.
 #[derive(Default)]

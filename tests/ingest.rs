@@ -371,7 +371,7 @@ async fn paused_mongodb_gets_503_never_2xx_and_recovers() {
     signal(pid, "CONT");
 
     // Recovers by itself: new events are accepted again.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + support::PATIENCE;
     loop {
         let seqs: Vec<usize> = (1000..1010).collect();
         let (status, body) = daemon
@@ -433,11 +433,23 @@ async fn sigterm_during_load_loses_no_acknowledged_event() {
             acknowledged
         }));
     }
-    // Let the load build up, then ask the daemon to stop in the middle of it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Let the load build up (some events stored, more on the way), then ask the daemon
+    // to stop in the middle of it.
+    let deadline = Instant::now() + support::PATIENCE;
+    while mongo
+        .db()
+        .collection::<bson::Document>("events")
+        .count_documents(bson::doc! {})
+        .await
+        .unwrap_or(0)
+        < 200
+    {
+        assert!(Instant::now() < deadline, "no load built up: {}", daemon.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     daemon.signal("TERM");
     let status = tokio::task::spawn_blocking(move || {
-        let s = daemon.wait(Duration::from_secs(30));
+        let s = daemon.wait(support::PATIENCE);
         (s, daemon)
     })
     .await
@@ -541,7 +553,7 @@ async fn health_readiness_and_pipeline_stats() {
         daemon.stderr()
     );
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + support::PATIENCE;
     loop {
         let found = mongo
             .db()

@@ -72,7 +72,7 @@ impl Live {
     }
 
     async fn wait_for_minute_docs(&self, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + support::PATIENCE;
         while self
             .mongo
             .db()
@@ -135,7 +135,7 @@ async fn next_count(
     want: f64,
 ) -> Vec<Vec<(String, f64)>> {
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + support::PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(next) = tokio::time::timeout(left, stream.message()).await else {
@@ -237,7 +237,7 @@ async fn channels_get_only_their_series_and_share_one_change_stream() {
     );
     // The last one to leave closes it.
     drop((a, b, more));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + support::PATIENCE;
     while !l
         .plugin
         .metrics(&l.ds)

@@ -160,7 +160,7 @@ async fn backfill_recomputes_the_same_rollups_and_is_safe_to_rerun() {
     post_for(&daemon, 0, Duration::from_secs(2)).await;
     let exact = wait_until_rollups_match(&mongo).await;
     daemon.signal("TERM");
-    assert!(daemon.wait(Duration::from_secs(30)).success());
+    assert!(daemon.wait(support::PATIENCE).success());
 
     // Lose the rollups, then recompute them from the raw events, twice.
     for level in [

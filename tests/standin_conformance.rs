@@ -30,7 +30,7 @@ use mongodb::results::CollectionType;
 use mongodb::{Client, Collection, IndexModel};
 
 /// Generous bound on anything that should be immediate, so a bug fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(15);
+const PATIENCE: Duration = mongo::PATIENCE;
 
 /// The server error code in a driver error, whatever the operation.
 fn code(e: &Error) -> Option<i32> {

@@ -61,7 +61,7 @@ impl Daemon {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + super::PATIENCE;
         let base_url = loop {
             if let Some(url) = listening_url(&stderr.lock().unwrap()) {
                 break url;
@@ -84,14 +84,14 @@ impl Daemon {
             base_url,
             stderr,
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
+                .timeout(super::PATIENCE)
                 .build()
                 .expect("http client"),
         }
     }
 
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + super::PATIENCE;
         loop {
             if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
                 if r.status().is_success() {

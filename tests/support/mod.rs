@@ -6,3 +6,6 @@ pub mod frames;
 pub mod mongo;
 pub mod plugin_harness;
 pub mod recount;
+
+/// The bound on every wait for a condition (see `mongo::PATIENCE`).
+pub use mongo::PATIENCE;

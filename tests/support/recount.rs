@@ -68,7 +68,7 @@ pub async fn rollup_counts(mongo: &TestMongo, coll: &str) -> BTreeMap<Key, i64> 
 /// Waits until the minute rollups equal an exact recount of `events`, and returns it.
 /// The daemon flushes on its own clock; the bound only ends a hang.
 pub async fn wait_until_rollups_match(mongo: &TestMongo) -> BTreeMap<Key, i64> {
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + super::PATIENCE;
     loop {
         let exact = recount(mongo).await;
         let rolled = rollup_counts(mongo, "metrics_minutely").await;
