@@ -61,7 +61,10 @@ fn live_counts(packet: &[u8]) -> Vec<((i64, String), f64)> {
     let Ok(f) = serde_json::from_slice::<Value>(packet) else {
         return Vec::new();
     };
-    let fields = f["schema"]["fields"].as_array().cloned().unwrap_or_default();
+    let fields = f["schema"]["fields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let values = f["data"]["values"].as_array().cloned().unwrap_or_default();
     let Some(t) = fields
         .iter()
@@ -106,7 +109,8 @@ async fn kill_9_of_the_database_under_load_loses_and_double_counts_nothing() {
     let daemon = Arc::new(Daemon::start(&mongo, &ENV).await);
     let plugin = PluginProcess::start().await;
     // A connect timeout the outage clearly exceeds, so the health check fails within it.
-    let ds = DataSource::new(&mongo.uri, &mongo.db_name).with_json("connectTimeoutSeconds", 3.into());
+    let ds =
+        DataSource::new(&mongo.uri, &mongo.db_name).with_json("connectTimeoutSeconds", 3.into());
 
     // A live channel, subscribed before anything happens.
     let query = json!({ "refId": "A", "eventType": "page_view", "measures": [{"type": "count"}], "groupBy": ["country"], "live": true });
@@ -184,7 +188,9 @@ async fn kill_9_of_the_database_under_load_loses_and_double_counts_nothing() {
                         // A client honours Retry-After; a short pause keeps the load steady.
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    _ => s.wrong.push(format!("{status} (Retry-After: {retry_after}): {text}")),
+                    _ => s
+                        .wrong
+                        .push(format!("{status} (Retry-After: {retry_after}): {text}")),
                 }
             }
         })
@@ -212,7 +218,10 @@ async fn kill_9_of_the_database_under_load_loses_and_double_counts_nothing() {
     .await;
     let (_, why) = readyz().await.expect("readyz answers");
     assert_eq!(why["ready"], false, "{why}");
-    assert!(why["mongodb"].as_str().is_some_and(|m| !m.is_empty()), "{why}");
+    assert!(
+        why["mongodb"].as_str().is_some_and(|m| !m.is_empty()),
+        "{why}"
+    );
     until("503s with Retry-After while MongoDB is down", || async {
         answered_503.load(Ordering::Relaxed) >= 3
     })
@@ -245,18 +254,33 @@ async fn kill_9_of_the_database_under_load_loses_and_double_counts_nothing() {
     stop.store(true, Ordering::Relaxed);
     sender.await.expect("the sender ran");
     let sent = std::mem::take(&mut *sent.lock().unwrap());
-    assert!(sent.wrong.is_empty(), "answers other than 2xx or 503 with Retry-After: {:?}", sent.wrong);
+    assert!(
+        sent.wrong.is_empty(),
+        "answers other than 2xx or 503 with Retry-After: {:?}",
+        sent.wrong
+    );
 
     // Every event answered 2xx is in `events`, once.
     let mut stored: BTreeMap<i64, usize> = BTreeMap::new();
     for e in all(&mongo, "events", doc! {}).await {
         let seq = e.get_document("attributes").unwrap().get("seq").unwrap();
-        let seq = seq.as_i64().or_else(|| seq.as_i32().map(i64::from)).unwrap();
+        let seq = seq
+            .as_i64()
+            .or_else(|| seq.as_i32().map(i64::from))
+            .unwrap();
         *stored.entry(seq).or_default() += 1;
     }
-    let lost: Vec<_> = sent.acknowledged.iter().filter(|s| !stored.contains_key(s)).collect();
+    let lost: Vec<_> = sent
+        .acknowledged
+        .iter()
+        .filter(|s| !stored.contains_key(s))
+        .collect();
     let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(lost.is_empty(), "acknowledged but not stored: {} {lost:?}", lost.len());
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not stored: {} {lost:?}",
+        lost.len()
+    );
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     // And counted exactly once in the rollups.
     let exact = wait_until_rollups_match(&mongo).await;
@@ -281,7 +305,10 @@ async fn kill_9_of_the_database_under_load_loses_and_double_counts_nothing() {
         .filter(|(k, v)| by_cell.get(*k).is_some_and(|exact| **v > *exact))
         .map(|(k, v)| format!("{k:?}: {v} > {}", by_cell[k]))
         .collect();
-    assert!(over.is_empty(), "live showed more than was stored: {over:?}");
+    assert!(
+        over.is_empty(),
+        "live showed more than was stored: {over:?}"
+    );
     assert!(packets.load(Ordering::Relaxed) > 1);
     reader.abort();
     eprintln!(

@@ -444,7 +444,11 @@ async fn sigterm_during_load_loses_no_acknowledged_event() {
         .unwrap_or(0)
         < 200
     {
-        assert!(Instant::now() < deadline, "no load built up: {}", daemon.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no load built up: {}",
+            daemon.stderr()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     daemon.signal("TERM");

@@ -185,7 +185,12 @@ mod tests {
             Err(BodyError::BadJson(_))
         ));
         // Not JSON at all, as a single body: the body is refused, not an event.
-        for body in [&b"not json"[..], b"{\"a\":", b"{\"a\":1} trailing", b"<xml/>"] {
+        for body in [
+            &b"not json"[..],
+            b"{\"a\":",
+            b"{\"a\":1} trailing",
+            b"<xml/>",
+        ] {
             assert!(
                 matches!(split(body, Format::Json, 10), Err(BodyError::BadJson(_))),
                 "{}",

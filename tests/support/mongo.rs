@@ -338,7 +338,12 @@ impl LocalServer {
             }
             Backend::Server => unreachable!("a real server is not started by the tests"),
         };
-        let _ = writeln!(log, "==> starting {} ({})", backend.name(), script.display());
+        let _ = writeln!(
+            log,
+            "==> starting {} ({})",
+            backend.name(),
+            script.display()
+        );
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -369,7 +374,9 @@ impl LocalServer {
                 }
                 let _ = log.write_all(line.as_bytes());
                 if let Some(at) = line.find("secantus listening on ") {
-                    let addr = line[at + "secantus listening on ".len()..].trim().to_string();
+                    let addr = line[at + "secantus listening on ".len()..]
+                        .trim()
+                        .to_string();
                     let _ = tx_err.send(Some(addr));
                 }
             }
@@ -418,7 +425,12 @@ impl LocalServer {
             .rsplit(':')
             .next()
             .and_then(|p| p.parse::<u16>().ok())
-            .unwrap_or_else(|| panic!("{} listens on an unexpected address {addr:?}", backend.name()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} listens on an unexpected address {addr:?}",
+                    backend.name()
+                )
+            });
         let set_name = match backend {
             Backend::Secantus => "secantus",
             _ => "rs0",

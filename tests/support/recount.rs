@@ -12,7 +12,6 @@ use super::mongo::TestMongo;
 /// (minute start ms, eventType, country, deviceType, browser).
 pub type Key = (i64, String, String, String, String);
 
-
 pub async fn all(mongo: &TestMongo, coll: &str, filter: Document) -> Vec<Document> {
     mongo
         .db()
