@@ -360,40 +360,25 @@ impl LocalServer {
             });
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
+        // The listening address, or `None` once stderr closes (the server exited).
         let (tx, rx) = mpsc::channel::<Option<String>>();
         // stderr goes to the log file; SecantusDB's listening line is picked out of it.
         let tx_err = tx.clone();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stderr);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match lines.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                let _ = log.write_all(line.as_bytes());
-                if let Some(at) = line.find("secantus listening on ") {
-                    let addr = line[at + "secantus listening on ".len()..]
-                        .trim()
-                        .to_string();
-                    let _ = tx_err.send(Some(addr));
-                }
+        on_lines(stderr, move |line| {
+            if line.is_empty() {
+                let _ = tx_err.send(None);
+                return;
             }
-            let _ = tx_err.send(None);
+            let _ = log.write_all(line.as_bytes());
+            if let Some(at) = line.find("secantus listening on ") {
+                let addr = line[at + "secantus listening on ".len()..].trim();
+                let _ = tx_err.send(Some(addr.to_string()));
+            }
         });
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match lines.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                if let Some(addr) = line.trim().strip_prefix("LISTENING ") {
-                    let _ = tx.send(Some(addr.to_string()));
-                }
+        // The stand-in says it on stdout.
+        on_lines(stdout, move |line| {
+            if let Some(addr) = line.trim().strip_prefix("LISTENING ") {
+                let _ = tx.send(Some(addr.to_string()));
             }
         });
         let addr = match rx.recv_timeout(STARTUP_TIMEOUT) {
@@ -446,6 +431,20 @@ impl LocalServer {
             },
         )
     }
+}
+
+/// Calls `f` with each line read from `pipe`, on a thread of its own, until it closes;
+/// then calls it once more with an empty line.
+fn on_lines(pipe: impl Read + Send + 'static, mut f: impl FnMut(&str) + Send + 'static) {
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(pipe);
+        let mut line = String::new();
+        while matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
+            f(&line);
+            line.clear();
+        }
+        f("");
+    });
 }
 
 /// The last `lines` lines of a file (at most the last 64 KiB of it).
