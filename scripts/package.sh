@@ -43,7 +43,8 @@ cp pkg/dist/module.js pkg/dist/module.js.map dist/
 cp -R img/. dist/img/
 # The README's screenshots, so its relative links work from the plugin folder.
 if compgen -G "docs/img/*.png" > /dev/null; then cp docs/img/*.png dist/docs/img/; fi
-install -m 0755 "target/release/$executable" "dist/${executable}_linux_${arch}"
+# cargo builds into $CARGO_TARGET_DIR when that is set.
+install -m 0755 "${CARGO_TARGET_DIR:-target}/release/$executable" "dist/${executable}_linux_${arch}"
 
 zip="${id}-${version}.zip"
 echo "==> $zip"
