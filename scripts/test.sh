@@ -78,7 +78,7 @@ else
       mongo_tests+=(--test "$(basename "$f" .rs)")
     fi
   done
-  echo "==> cargo test, MongoDB tests on SecantusDB (${#mongo_tests[@]} test binaries)"
+  echo "==> cargo test, MongoDB tests on SecantusDB ($(( ${#mongo_tests[@]} / 2 )) test binaries)"
   MONGOPULSE_TEST_BACKEND=secantus run_cargo_test "SecantusDB (MongoDB tests)" \
     "${mongo_tests[@]}" -- --test-threads 2
 fi
