@@ -58,6 +58,7 @@ cp -R img/. dist/img/
 # plugin.json's screenshots (the browser test's) and the README's images.
 if compgen -G "docs/img/*.png" > /dev/null; then cp docs/img/*.png dist/docs/img/; fi
 # Exactly 0755: Grafana's plugin validator refuses any other mode on the executable.
+# cargo builds into $CARGO_TARGET_DIR when that is set.
 install -m 0755 "${CARGO_TARGET_DIR:-target}/release/$executable" "dist/${executable}_linux_${arch}"
 
 zip="${id}-${version}.zip"

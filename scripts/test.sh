@@ -4,8 +4,10 @@
 # plots in a virtual env, the frontend's
 # npm packages in pkg/node_modules, Debian's chromium for the browser test),
 # runs the frontend tests, packages the plugin into dist/ (scripts/package.sh),
-# then runs the whole Rust suite, which also tests dist/. Set MONGODB_URI to run
-# the MongoDB tests against a real server.
+# then runs the whole Rust suite (which also tests dist/) on the MongoDB stand-in,
+# and every test binary that uses MongoDB (tests/support/mongo.rs's TestMongo) once
+# more on SecantusDB. Set MONGODB_URI to run the MongoDB tests once, against that
+# real server, instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,7 @@ venv=target/standin-venv
 requirements=(tests/standin/requirements.txt tests/plots/requirements.txt)
 stamp=$venv/.requirements
 if [ ! -x "$venv/bin/python" ] || ! cat "${requirements[@]}" | cmp -s - "$stamp"; then
-  echo "==> installing the MongoDB stand-in's Python packages and matplotlib into $venv"
+  echo "==> installing the test MongoDB servers' Python packages (stand-in, SecantusDB) and matplotlib into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "${requirements[0]}" -r "${requirements[1]}"
   cat "${requirements[@]}" > "$stamp"
@@ -39,5 +41,47 @@ echo "==> frontend: browser test (headless chromium)"
 echo "==> scripts/package.sh: dist/ for tests/dist_plugin.rs"
 scripts/package.sh
 
-echo "==> cargo test"
-cargo test --locked --lib --bins --tests
+# Runs `cargo test "$@"` with its output shown and kept, then prints how many tests
+# passed; fails (after the summary) when cargo does.
+passed_total=""
+failed=0
+run_cargo_test() {
+  local label=$1
+  shift
+  local log
+  log=$(mktemp)
+  local rc=0
+  cargo test --locked "$@" 2>&1 | tee "$log" || rc=$?
+  local passed
+  passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i ~ /^passed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
+  rm -f "$log"
+  echo "==> $label: $passed tests passed"
+  passed_total="$passed_total
+    $label: $passed tests passed"
+  if [ "$rc" != 0 ]; then
+    passed_total="$passed_total, and some FAILED (see above)"
+    failed=1
+  fi
+}
+
+if [ -n "${MONGODB_URI:-}" ]; then
+  echo "==> cargo test, MongoDB tests on MONGODB_URI"
+  run_cargo_test "MONGODB_URI" --lib --bins --tests
+else
+  echo "==> cargo test, MongoDB tests on the stand-in (tests/standin/standin.py)"
+  MONGOPULSE_TEST_BACKEND=standin run_cargo_test "stand-in (all tests)" --lib --bins --tests
+  # Every test binary that starts a TestMongo, again on SecantusDB. Its Python server is
+  # slower under many concurrent writers: at most two tests at once there, whatever the
+  # machine (tests/support/daemon.rs also gives its inserts a longer write timeout).
+  mongo_tests=()
+  for f in tests/*.rs; do
+    if grep -q 'TestMongo' "$f"; then
+      mongo_tests+=(--test "$(basename "$f" .rs)")
+    fi
+  done
+  echo "==> cargo test, MongoDB tests on SecantusDB ($(( ${#mongo_tests[@]} / 2 )) test binaries)"
+  MONGOPULSE_TEST_BACKEND=secantus run_cargo_test "SecantusDB (MongoDB tests)" \
+    "${mongo_tests[@]}" -- --test-threads 2
+fi
+echo "==> cargo test:$passed_total"
+exit $failed

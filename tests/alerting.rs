@@ -179,7 +179,7 @@ token = "am-token"
     }
 
     let minute = |k: i64| base_ms + k * 60_000;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + support::PATIENCE;
     let states = loop {
         let t = transitions(&mongo).await;
         let done = t.iter().any(|d| d.get_str("state").unwrap() == "resolved");
@@ -218,7 +218,7 @@ token = "am-token"
     );
 
     // Exactly one notification per transition per notifier, and their log on the alert.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + support::PATIENCE;
     loop {
         let both = {
             let r = received.lock().unwrap();

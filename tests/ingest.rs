@@ -225,6 +225,16 @@ async fn gzip_zstd_and_ndjson_bodies() {
         .post("[{\"a\": 1},", &[("content-type", "application/json")])
         .await;
     assert_eq!(status, 400, "{body}");
+    // A body that is not JSON at all, sent as JSON, is refused as a body (README: 400),
+    // not as an event that failed validation (422).
+    for not_json in ["hello, world", "{\"timestamp\": ", "<event/>"] {
+        let (status, body, _) = daemon
+            .post(not_json, &[("content-type", "application/json")])
+            .await;
+        assert_eq!(status, 400, "{not_json:?}: {body}");
+        let msg = body["error"].as_str().unwrap_or_default();
+        assert!(msg.contains("not valid JSON"), "{not_json:?}: {body}");
+    }
     let (status, _, _) = daemon.post("x", &[("content-encoding", "br")]).await;
     assert_eq!(status, 415);
     let (status, _, _) = daemon.post("a,b", &[("content-type", "text/csv")]).await;
@@ -314,8 +324,8 @@ async fn oversized_body_is_413_and_missing_key_401_and_fast_key_429() {
 #[tokio::test]
 async fn paused_mongodb_gets_503_never_2xx_and_recovers() {
     let mongo = TestMongo::start().await;
-    let Some(pid) = mongo.standin_pid() else {
-        eprintln!("skipped: pausing MongoDB needs the stand-in (MONGODB_URI is set)");
+    let Some(pid) = mongo.server_pid() else {
+        eprintln!("skipped: pausing MongoDB needs a local test server (MONGODB_URI is set)");
         return;
     };
     let daemon = Daemon::start(
@@ -361,7 +371,7 @@ async fn paused_mongodb_gets_503_never_2xx_and_recovers() {
     signal(pid, "CONT");
 
     // Recovers by itself: new events are accepted again.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + support::PATIENCE;
     loop {
         let seqs: Vec<usize> = (1000..1010).collect();
         let (status, body) = daemon
@@ -423,11 +433,27 @@ async fn sigterm_during_load_loses_no_acknowledged_event() {
             acknowledged
         }));
     }
-    // Let the load build up, then ask the daemon to stop in the middle of it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Let the load build up (some events stored, more on the way), then ask the daemon
+    // to stop in the middle of it.
+    let deadline = Instant::now() + support::PATIENCE;
+    while mongo
+        .db()
+        .collection::<bson::Document>("events")
+        .count_documents(bson::doc! {})
+        .await
+        .unwrap_or(0)
+        < 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no load built up: {}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     daemon.signal("TERM");
     let status = tokio::task::spawn_blocking(move || {
-        let s = daemon.wait(Duration::from_secs(30));
+        let s = daemon.wait(support::PATIENCE);
         (s, daemon)
     })
     .await
@@ -498,10 +524,15 @@ async fn health_readiness_and_pipeline_stats() {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(
-        specs[0].collection_type,
-        mongodb::results::CollectionType::Timeseries
-    );
+    // MongoDB lists a time-series collection with `type: "timeseries"` (https://www.mongodb.com/docs/manual/core/timeseries/timeseries-check-type/);
+    // SecantusDB 0.7.0b3 says `collection` (tests/standin/README.md, "Differences"), so
+    // that one assertion is skipped there; the time-series options are checked everywhere.
+    if !mongo.is_secantus() {
+        assert_eq!(
+            specs[0].collection_type,
+            mongodb::results::CollectionType::Timeseries
+        );
+    }
     let ts = specs[0].options.timeseries.as_ref().unwrap();
     assert_eq!(ts.time_field, "timestamp");
     assert_eq!(ts.meta_field.as_deref(), Some("metadata"));
@@ -526,7 +557,7 @@ async fn health_readiness_and_pipeline_stats() {
         daemon.stderr()
     );
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + support::PATIENCE;
     loop {
         let found = mongo
             .db()

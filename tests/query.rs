@@ -118,7 +118,7 @@ async fn world() -> World {
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
     daemon.signal("TERM");
-    assert!(daemon.wait(std::time::Duration::from_secs(30)).success());
+    assert!(daemon.wait(support::PATIENCE).success());
     // Every level, final, from the stored events.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
         .args([

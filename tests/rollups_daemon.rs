@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
 use chrono::Utc;
-use futures_util::TryStreamExt;
 use serde_json::Value;
 use support::daemon::{seed_event, Daemon, API_KEY};
 use support::mongo::TestMongo;
-
-type Key = (i64, String, String, String, String);
+use support::recount::{all, rollup_counts, wait_until_rollups_match, Key};
 
 const ENV: [(&str, &str); 4] = [
     ("MONGOPULSE__ROLLUPS__ALLOWED_LATENESS_SECS", "30"),
@@ -22,58 +20,6 @@ const ENV: [(&str, &str); 4] = [
     ("MONGOPULSE__ROLLUPS__FLUSH_INTERVAL_MS", "200"),
     ("MONGOPULSE__INGEST__WRITER__MAX_BATCH_DELAY_MS", "10"),
 ];
-
-async fn all(mongo: &TestMongo, coll: &str, filter: Document) -> Vec<Document> {
-    mongo
-        .db()
-        .collection::<Document>(coll)
-        .find(filter)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
-}
-
-/// Exact counts per (minute, eventType, country, deviceType, browser), straight from `events`.
-async fn recount(mongo: &TestMongo) -> BTreeMap<Key, i64> {
-    let mut out = BTreeMap::new();
-    for e in all(mongo, "events", doc! {}).await {
-        let ms = e.get_datetime("timestamp").unwrap().timestamp_millis();
-        let meta = e.get_document("metadata").unwrap();
-        let dims = meta.get_document("dimensions").unwrap();
-        let s = |k: &str| dims.get_str(k).unwrap_or("").to_string();
-        *out.entry((
-            ms - ms.rem_euclid(60_000),
-            meta.get_str("eventType").unwrap().to_string(),
-            s("country"),
-            s("deviceType"),
-            s("browser"),
-        ))
-        .or_insert(0) += 1;
-    }
-    out
-}
-
-/// Counts per the same key, from the minute rollups (all writers summed).
-async fn rollup_counts(mongo: &TestMongo, coll: &str) -> BTreeMap<Key, i64> {
-    let mut out = BTreeMap::new();
-    for d in all(mongo, coll, doc! {}).await {
-        let ms = d.get_datetime("timestamp").unwrap().timestamp_millis();
-        let dims = d.get_document("dimensions").unwrap();
-        let s = |k: &str| dims.get_str(k).unwrap_or("").to_string();
-        let n = d.get_document("metrics").unwrap().get_i64("count").unwrap();
-        *out.entry((
-            ms,
-            s("eventType"),
-            s("country"),
-            s("deviceType"),
-            s("browser"),
-        ))
-        .or_insert(0) += n;
-    }
-    out
-}
 
 /// Posts batches of recent events for `duration`; returns how many were acknowledged.
 async fn post_for(daemon: &Daemon, first_seq: usize, duration: Duration) -> usize {
@@ -107,22 +53,6 @@ async fn post_for(daemon: &Daemon, first_seq: usize, duration: Duration) -> usiz
         }
     }
     acknowledged
-}
-
-async fn wait_until_rollups_match(mongo: &TestMongo) -> BTreeMap<Key, i64> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let exact = recount(mongo).await;
-        let rolled = rollup_counts(mongo, "metrics_minutely").await;
-        if exact == rolled || Instant::now() > deadline {
-            assert_eq!(
-                rolled, exact,
-                "minute rollups differ from an exact recount of events"
-            );
-            return exact;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[tokio::test]
@@ -233,7 +163,7 @@ async fn backfill_recomputes_the_same_rollups_and_is_safe_to_rerun() {
     post_for(&daemon, 0, Duration::from_secs(2)).await;
     let exact = wait_until_rollups_match(&mongo).await;
     daemon.signal("TERM");
-    assert!(daemon.wait(Duration::from_secs(30)).success());
+    assert!(daemon.wait(support::PATIENCE).success());
 
     // Lose the rollups, then recompute them from the raw events, twice.
     for level in [
@@ -307,8 +237,8 @@ async fn backfill_recomputes_the_same_rollups_and_is_safe_to_rerun() {
 #[tokio::test]
 async fn a_client_that_gives_up_mid_request_still_has_its_stored_events_counted() {
     let mongo = TestMongo::start().await;
-    let Some(pid) = mongo.standin_pid() else {
-        eprintln!("skipped: pausing MongoDB needs the stand-in (MONGODB_URI is set)");
+    let Some(pid) = mongo.server_pid() else {
+        eprintln!("skipped: pausing MongoDB needs a local test server (MONGODB_URI is set)");
         return;
     };
     let daemon = Daemon::start(&mongo, &ENV).await;

@@ -30,7 +30,7 @@ use mongodb::results::CollectionType;
 use mongodb::{Client, Collection, IndexModel};
 
 /// Generous bound on anything that should be immediate, so a bug fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(15);
+const PATIENCE: Duration = mongo::PATIENCE;
 
 /// The server error code in a driver error, whatever the operation.
 fn code(e: &Error) -> Option<i32> {
@@ -582,7 +582,13 @@ async fn time_series_collections_are_created_and_listed_as_such() {
         .unwrap();
     assert_eq!(specs.len(), 1);
     assert_eq!(specs[0].name, "events");
-    assert_eq!(specs[0].collection_type, CollectionType::Timeseries);
+    // MongoDB lists a time-series collection with `type: "timeseries"` (https://www.mongodb.com/docs/manual/core/timeseries/timeseries-check-type/);
+    // SecantusDB 0.7.0b3 says `collection` (tests/standin/README.md, "Differences"), so
+    // that one assertion is skipped there. Its options below are checked everywhere.
+    let lists_timeseries_type = !mongo.is_secantus();
+    if lists_timeseries_type {
+        assert_eq!(specs[0].collection_type, CollectionType::Timeseries);
+    }
     let opts = specs[0]
         .options
         .timeseries
@@ -608,7 +614,9 @@ async fn time_series_collections_are_created_and_listed_as_such() {
         .as_document()
         .unwrap()
         .clone();
-    assert_eq!(first.get_str("type"), Ok("timeseries"));
+    if lists_timeseries_type {
+        assert_eq!(first.get_str("type"), Ok("timeseries"));
+    }
     assert_eq!(
         first
             .get_document("options")
@@ -656,7 +664,10 @@ async fn time_series_collections_are_created_and_listed_as_such() {
         .filter(doc! {"type": "collection"})
         .await
         .unwrap();
-    assert!(only.contains(&"plain".to_string()) && !only.contains(&"events".to_string()));
+    assert!(only.contains(&"plain".to_string()));
+    if lists_timeseries_type {
+        assert!(!only.contains(&"events".to_string()), "{only:?}");
+    }
 }
 
 #[tokio::test]

@@ -119,7 +119,9 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-sync',
   ],
 });
-context.setDefaultTimeout(20000);
+// Every wait below is for a condition (an element, a load state); this bound only ends a
+// hang, so it is far above what a slow, busy machine needs.
+context.setDefaultTimeout(180_000);
 mkdirSync(imgDir, { recursive: true });
 
 let passed = 0;

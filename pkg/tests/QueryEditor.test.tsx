@@ -130,7 +130,7 @@ describe('QueryEditor', () => {
     const q = loadFixture('builder_p95_by_country.json');
     const { user } = renderEditor(QueryEditor, q, ds);
     await user.click(screen.getByText('Generated pipeline'));
-    const pre = await screen.findByTestId('generated-pipeline', {}, { timeout: 3000 });
+    const pre = await screen.findByTestId('generated-pipeline');
     expect(postResource).toHaveBeenCalledWith('build', q);
     expect(pre).toHaveTextContent('"$match"');
     expect(screen.getByText('metrics_minutely')).toBeInTheDocument();
@@ -144,7 +144,7 @@ describe('QueryEditor', () => {
     };
     const { user } = renderEditor(QueryEditor, q, ds);
     await user.click(screen.getByText('Generated pipeline'));
-    await screen.findByTestId('generated-pipeline', {}, { timeout: 3000 });
+    await screen.findByTestId('generated-pipeline');
     expect(postResource.mock.calls[0][1].filters).toEqual([{ dimension: 'country', op: 'in', values: ['FR', 'DE'] }]);
   });
 
@@ -153,7 +153,7 @@ describe('QueryEditor', () => {
     postResource.mockResolvedValue({ error: 'unknown metric "pageLoad"', field: 'measures.0.metric' });
     const { user } = renderEditor(QueryEditor, loadFixture('builder_count.json'), ds);
     await user.click(screen.getByText('Generated pipeline'));
-    expect(await screen.findByText(/unknown metric "pageLoad"/, {}, { timeout: 3000 })).toHaveTextContent(
+    expect(await screen.findByText(/unknown metric "pageLoad"/)).toHaveTextContent(
       '(field measures.0.metric)'
     );
   });

@@ -119,7 +119,14 @@ pub fn split(body: &[u8], format: Format, max_events: usize) -> Result<Vec<&[u8]
                         .map_err(|e| BodyError::BadJson(e.to_string()))?;
                     raw.into_iter().map(|r| r.get().as_bytes()).collect()
                 }
-                Some(_) => vec![trimmed],
+                // One event on its own. A body that is not JSON at all is the body's
+                // problem (400), as for an array; JSON that is not a valid event
+                // (a number, an object missing fields) is the event's (422).
+                Some(_) => {
+                    let raw: &RawValue = serde_json::from_slice(trimmed)
+                        .map_err(|e| BodyError::BadJson(e.to_string()))?;
+                    vec![raw.get().as_bytes()]
+                }
             }
         }
     };
@@ -177,6 +184,21 @@ mod tests {
             split(b"[{\"a\":1},", Format::Json, 10),
             Err(BodyError::BadJson(_))
         ));
+        // Not JSON at all, as a single body: the body is refused, not an event.
+        for body in [
+            &b"not json"[..],
+            b"{\"a\":",
+            b"{\"a\":1} trailing",
+            b"<xml/>",
+        ] {
+            assert!(
+                matches!(split(body, Format::Json, 10), Err(BodyError::BadJson(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // JSON that is no event is split as one; the validator refuses it.
+        assert_eq!(split(b"42", Format::Json, 10).unwrap(), vec![&b"42"[..]]);
         assert!(matches!(
             split(b"[1,2,3]", Format::Json, 2),
             Err(BodyError::TooManyEvents { count: 3, limit: 2 })

@@ -68,7 +68,13 @@ impl WriterConfig {
                 }
             },
         };
-        Ok(WriteConcern::builder().w(w).build())
+        // `j: true` as well: an event is answered 2xx only once it is in the on-disk
+        // journal, so a MongoDB crash right after the answer cannot lose it. `majority`
+        // implies it only while the replica set keeps writeConcernMajorityJournalDefault
+        // (true by default), and `w: 1` never does (MongoDB manual, "Write Concern", j
+        // option). A server that ignored `w: majority`'s journal lost acknowledged events
+        // in tests/crash.rs.
+        Ok(WriteConcern::builder().w(w).journal(true).build())
     }
 }
 

@@ -27,7 +27,15 @@ impl Daemon {
 
     /// Starts the daemon without waiting for readiness.
     pub fn spawn(mongo: &TestMongo, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mongopulsed"));
+        if mongo.is_secantus() {
+            // SecantusDB's Python server is several times slower than the stand-in under
+            // many concurrent writers (several tests posting 2,000-event batches at once):
+            // give its inserts longer before the daemon gives up with a 503. A test that
+            // sets its own write timeout (in `env`, applied after this) keeps it.
+            cmd.env("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "30000");
+        }
+        let mut child = cmd
             .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
             .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name)
             .env("MONGOPULSE__HTTP__LISTEN", "127.0.0.1:0")
@@ -53,7 +61,7 @@ impl Daemon {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + super::PATIENCE;
         let base_url = loop {
             if let Some(url) = listening_url(&stderr.lock().unwrap()) {
                 break url;
@@ -76,14 +84,14 @@ impl Daemon {
             base_url,
             stderr,
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
+                .timeout(super::PATIENCE)
                 .build()
                 .expect("http client"),
         }
     }
 
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + super::PATIENCE;
         loop {
             if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
                 if r.status().is_success() {

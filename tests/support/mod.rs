@@ -5,4 +5,8 @@ pub mod daemon;
 pub mod frames;
 pub mod mongo;
 pub mod plugin_harness;
+pub mod recount;
 pub mod zip;
+
+/// The bound on every wait for a condition (see `mongo::PATIENCE`).
+pub use mongo::PATIENCE;

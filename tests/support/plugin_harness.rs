@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use grafana_plugin_sdk::pluginv2;
 use pluginv2::data_client::DataClient;
@@ -67,7 +66,7 @@ impl PluginProcess {
                 eprintln!("plugin wrote to stdout after the handshake: {line}");
             }
         });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+        let line = match rx.recv_timeout(super::PATIENCE) {
             Ok(Some(Ok(line))) => line,
             other => panic!(
                 "no handshake from the plugin ({other:?}); stderr: {}",
