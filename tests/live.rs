@@ -355,7 +355,7 @@ async fn adhoc_filters_give_the_same_series_live_and_not_live() {
         let q = query_for(operator, value);
         // Not live: QueryData's series at the test's minute once the daemon has
         // written the new events, read as Grafana reads them.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + support::PATIENCE;
         let panel = loop {
             let mut panel: Vec<(String, f64)> = l
                 .panel(&q)

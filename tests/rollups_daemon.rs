@@ -92,7 +92,7 @@ async fn kill_9_mid_stream_then_restart_counts_every_event_once() {
     let daemon = Daemon::start(&mongo, &ENV).await;
     // The log line travels through a pipe read by another thread: wait for
     // it (readiness can be answered first), bounded only against a hang.
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + support::PATIENCE;
     while !daemon
         .stderr()
         .contains("rollups recovered from the checkpoint")
