@@ -348,14 +348,12 @@ async fn paused_mongodb_gets_503_never_2xx_and_recovers() {
     let mut saw_503 = false;
     for round in 0..3 {
         let seqs: Vec<usize> = (100 + round * 10..110 + round * 10).collect();
-        let started = Instant::now();
         let (status, body, headers) = daemon
             .post(
                 Value::Array(seqs.iter().map(|&i| seed_event(i, now)).collect()).to_string(),
                 &[],
             )
             .await;
-        let took = started.elapsed();
         assert_ne!(
             status / 100,
             2,
@@ -363,8 +361,14 @@ async fn paused_mongodb_gets_503_never_2xx_and_recovers() {
         );
         assert_eq!(status, 503, "{body}");
         assert!(headers.contains_key("retry-after"));
-        // Bounded by the write timeout, not by the driver's 30 s default.
-        assert!(took < Duration::from_secs(10), "took {took:?}");
+        // Answered by the daemon's own bounds (the 1 s write timeout or the
+        // 300 ms enqueue timeout), not by the driver's 30 s default: the reason
+        // says which, whatever the machine's speed.
+        let reason = body.to_string();
+        assert!(
+            reason.contains("no answer within 1000 ms") || reason.contains("queue is full"),
+            "{reason}"
+        );
         saw_503 = true;
     }
     assert!(saw_503);
