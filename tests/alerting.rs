@@ -165,14 +165,7 @@ token = "am-token"
             batch.push(event(ms, "FR", fr_load + i as f64, i));
             batch.push(event(ms, "DE", 500.0 + i as f64, i));
         }
-        let r = daemon
-            .http
-            .post(daemon.url("/v1/events"))
-            .bearer_auth(API_KEY)
-            .json(&batch)
-            .send()
-            .await
-            .unwrap();
+        let r = daemon.events_request().json(&batch).send().await.unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
         // Let the flusher finalise and the engine evaluate minute by minute.
         tokio::time::sleep(Duration::from_millis(300)).await;

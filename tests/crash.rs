@@ -20,7 +20,7 @@ use bson::doc;
 use chrono::Utc;
 use grafana_plugin_sdk::pluginv2::check_health_response::HealthStatus;
 use serde_json::{json, Value};
-use support::daemon::{seed_event, Daemon, API_KEY};
+use support::daemon::{seed_event, Daemon};
 use support::mongo::TestMongo;
 use support::plugin_harness::{DataSource, PluginProcess};
 use support::recount::{all, wait_until_rollups_match};
@@ -157,13 +157,7 @@ async fn kill_9_of_the_database_under_load_loses_and_double_counts_nothing() {
                 seq += 20;
                 let now = Utc::now();
                 let body = Value::Array(seqs.iter().map(|&s| seed_event(s, now)).collect());
-                let r = daemon
-                    .http
-                    .post(daemon.url("/v1/events"))
-                    .bearer_auth(API_KEY)
-                    .json(&body)
-                    .send()
-                    .await;
+                let r = daemon.events_request().json(&body).send().await;
                 let Ok(r) = r else {
                     continue; // never answered: not acknowledged
                 };

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use support::daemon::{Daemon, API_KEY};
+use support::daemon::Daemon;
 use support::frames::{by_ref, instant, DecodedFrame};
 use support::mongo::TestMongo;
 use support::plugin_harness::{DataSource, PluginProcess};
@@ -107,14 +107,7 @@ async fn world() -> World {
     .await;
     for chunk in events.chunks(2000) {
         let body: Vec<Value> = chunk.iter().map(to_json).collect();
-        let r = daemon
-            .http
-            .post(daemon.url("/v1/events"))
-            .bearer_auth(API_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = daemon.events_request().json(&body).send().await.unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
     daemon.signal("TERM");

@@ -37,13 +37,7 @@ async fn post_for(daemon: &Daemon, first_seq: usize, duration: Duration) -> usiz
             })
             .collect();
         seq += 25;
-        let r = daemon
-            .http
-            .post(daemon.url("/v1/events"))
-            .bearer_auth(API_KEY)
-            .json(&batch)
-            .send()
-            .await;
+        let r = daemon.events_request().json(&batch).send().await;
         match r {
             Ok(r) if r.status().is_success() => {
                 let body: Value = r.json().await.unwrap();

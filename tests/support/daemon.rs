@@ -111,17 +111,18 @@ impl Daemon {
         format!("{}{path}", self.base_url)
     }
 
+    /// A POST to /v1/events with the test key, to finish and send.
+    pub fn events_request(&self) -> reqwest::RequestBuilder {
+        self.http.post(self.url("/v1/events")).bearer_auth(API_KEY)
+    }
+
     /// POSTs a body to /v1/events with the test key.
     pub async fn post(
         &self,
         body: impl Into<reqwest::Body>,
         headers: &[(&str, &str)],
     ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
-        let mut req = self
-            .http
-            .post(self.url("/v1/events"))
-            .bearer_auth(API_KEY)
-            .body(body);
+        let mut req = self.events_request().body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
