@@ -138,7 +138,7 @@ fn naive(events: &[Event]) -> HashMap<NaiveKey, NaiveBucket> {
         if let Some(s) = e.dimension("sessionId") {
             b.sessions.insert(s.into_owned());
         }
-        if let Some(mongopulse::ingest::json::Json::Str(p)) = e.attributes.get("landingPage") {
+        if let Some(mongopulse::event::Json::Str(p)) = e.attributes.get("landingPage") {
             *b.pages.entry(p.to_string()).or_insert(0) += 1;
         }
     }

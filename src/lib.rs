@@ -9,6 +9,7 @@
 
 pub mod alerting;
 pub mod daemon;
+pub mod event;
 pub mod ingest;
 pub mod live;
 pub mod plugin;

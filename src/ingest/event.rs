@@ -3,13 +3,11 @@
 //! In: one JSON event (bytes). Out: a validated [`Event`] borrowing from those
 //! bytes, or a [`Rejection`] naming the field path and the reason.
 
-use std::borrow::Cow;
-
-use bson::{doc, Bson, Document};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::json::{CowStr, Json, Members};
+use crate::event::json::{CowStr, Json, Members};
+use crate::event::Event;
 
 /// Configurable bounds on what one request and one event may hold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,20 +54,6 @@ pub struct Rejection {
     /// Short machine-readable kind, used as the `reason` label of metrics.
     #[serde(skip)]
     pub kind: &'static str,
-}
-
-/// A valid event. Strings borrow from the request body.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event<'a> {
-    pub timestamp: DateTime<Utc>,
-    pub event_type: Cow<'a, str>,
-    pub source: Option<Cow<'a, str>>,
-    pub version: Option<Cow<'a, str>>,
-    /// Scalar values only (string, integer, float, boolean).
-    pub dimensions: Members<'a, Json<'a>>,
-    pub metrics: Members<'a, f64>,
-    pub attributes: Members<'a, Json<'a>>,
-    pub geo: Option<Members<'a, Json<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -490,119 +474,10 @@ fn check_value(value: &Json, limits: &Limits, depth: usize) -> Result<(), TreeEr
     }
 }
 
-impl Event<'_> {
-    /// The document stored in the `events` time-series collection, with the
-    /// id of the daemon that accepted it (`writer`).
-    pub fn to_document(&self, writer: &str) -> Document {
-        let mut metadata = doc! { "eventType": self.event_type.as_ref() };
-        if let Some(s) = &self.source {
-            metadata.insert("source", s.as_ref());
-        }
-        if let Some(v) = &self.version {
-            metadata.insert("version", v.as_ref());
-        }
-        metadata.insert("dimensions", members_to_bson(&self.dimensions));
-        let metrics: Document = self
-            .metrics
-            .iter()
-            .map(|(k, v)| (k.to_string(), Bson::Double(*v)))
-            .collect();
-        let mut d = doc! {
-            "timestamp": bson::DateTime::from_millis(self.timestamp.timestamp_millis()),
-            "metadata": metadata,
-            "metrics": metrics,
-            "writer": writer,
-        };
-        if !self.attributes.is_empty() {
-            d.insert("attributes", members_to_bson(&self.attributes));
-        }
-        if let Some(geo) = &self.geo {
-            d.insert("geo", members_to_bson(geo));
-        }
-        d
-    }
-
-    /// Reads an event back from the `events` collection (the inverse of
-    /// [`Event::to_document`]), for recovery and backfill.
-    pub fn from_stored(d: &Document) -> Result<Event<'static>, String> {
-        let ms = d
-            .get_datetime("timestamp")
-            .map_err(|e| format!("timestamp: {e}"))?
-            .timestamp_millis();
-        let timestamp = Utc
-            .timestamp_millis_opt(ms)
-            .single()
-            .ok_or_else(|| format!("timestamp {ms} is out of range"))?;
-        let metadata = d
-            .get_document("metadata")
-            .map_err(|e| format!("metadata: {e}"))?;
-        let owned = |key: &str| {
-            metadata
-                .get_str(key)
-                .ok()
-                .map(|s| Cow::Owned(s.to_string()))
-        };
-        let members = |doc: Option<&Document>| -> Members<'static, Json<'static>> {
-            Members(
-                doc.map(|d| {
-                    d.iter()
-                        .map(|(k, v)| (Cow::Owned(k.clone()), Json::from_bson(v)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            )
-        };
-        let metrics = d
-            .get_document("metrics")
-            .ok()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| match v {
-                        Bson::Double(f) => Some((Cow::Owned(k.clone()), *f)),
-                        Bson::Int32(i) => Some((Cow::Owned(k.clone()), *i as f64)),
-                        Bson::Int64(i) => Some((Cow::Owned(k.clone()), *i as f64)),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Event {
-            timestamp,
-            event_type: owned("eventType").ok_or("metadata.eventType is missing")?,
-            source: owned("source"),
-            version: owned("version"),
-            dimensions: members(metadata.get_document("dimensions").ok()),
-            metrics: Members(metrics),
-            attributes: members(d.get_document("attributes").ok()),
-            geo: d.get_document("geo").ok().map(|g| members(Some(g))),
-        })
-    }
-
-    /// A dimension as a string, for grouping (numbers and booleans in their JSON form).
-    pub fn dimension(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.dimensions.get(name).map(scalar_text)
-    }
-}
-
-pub fn scalar_text<'b>(v: &'b Json) -> Cow<'b, str> {
-    match v {
-        Json::Str(s) => Cow::Borrowed(s.as_ref()),
-        Json::Int(i) => Cow::Owned(i.to_string()),
-        Json::Float(f) => Cow::Owned(f.to_string()),
-        Json::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
-        _ => Cow::Borrowed(""),
-    }
-}
-
-fn members_to_bson(m: &Members<Json>) -> Document {
-    m.iter()
-        .map(|(k, v)| (k.to_string(), v.to_bson()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bson::Bson;
 
     fn validator() -> Validator {
         Validator {

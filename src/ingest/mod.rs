@@ -14,14 +14,14 @@ pub mod dead_letters;
 pub mod decode;
 pub mod event;
 pub mod http;
-pub mod json;
 pub mod metrics;
 pub mod writer;
 
 use chrono::{DateTime, Utc};
 
 pub use decode::{BodyError, Format};
-pub use event::{Event, Limits, Rejection, Validator};
+pub use crate::event::Event;
+pub use event::{Limits, Rejection, Validator};
 
 /// A request body, decoded and validated.
 #[derive(Debug, Default)]

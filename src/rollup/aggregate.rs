@@ -16,9 +16,9 @@ use sha2::{Digest, Sha256};
 use super::sketch::{Distinct, Quantiles, TopK};
 use super::spec::Spec;
 use super::Level;
-use crate::ingest::event::scalar_text;
-use crate::ingest::json::{short_eq, Json};
-use crate::ingest::Event;
+use crate::event::scalar_text;
+use crate::event::json::{short_eq, Json};
+use crate::event::Event;
 
 /// Sum, extremes and count of one metric.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -18,7 +18,7 @@ use super::level::{Level, HOUR_MS, MINUTE_MS};
 use super::spec::Spec;
 use super::store::{load_checkpoint, replace_all};
 use super::windows::Windows;
-use crate::ingest::Event;
+use crate::event::Event;
 use crate::store::CollectionNames;
 
 pub struct BackfillRequest {

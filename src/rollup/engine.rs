@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use super::level::Level;
 use super::store::{replace_all, save_checkpoint, Checkpoint};
 use super::windows::{FlushBatch, Late, Windows};
-use crate::ingest::Event;
+use crate::event::Event;
 use crate::store::CollectionNames;
 
 pub struct RollupMetrics {

@@ -18,7 +18,7 @@ use super::spec::Spec;
 use super::store::{load_checkpoint, Checkpoint};
 use super::windows::Windows;
 use super::RollupConfig;
-use crate::ingest::Event;
+use crate::event::Event;
 use crate::store::CollectionNames;
 
 pub struct Recovered {

@@ -14,7 +14,7 @@ use super::aggregate::{dimension_values, document_id};
 use super::level::{Level, MINUTE_MS};
 use super::spec::Spec;
 use super::windows::{Pending, WindowKey};
-use crate::ingest::Event;
+use crate::event::Event;
 
 #[derive(Clone, Debug)]
 struct OpenSession {

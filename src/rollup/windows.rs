@@ -20,7 +20,7 @@ use super::aggregate::{dimension_values, Aggregate};
 use super::level::{Level, MINUTE_MS};
 use super::sessions::Sessions;
 use super::spec::Spec;
-use crate::ingest::Event;
+use crate::event::Event;
 
 /// Identifies a window: spec, level bucket start and dimension tuple.
 #[derive(Clone, Debug, PartialEq, Eq)]
