@@ -1,12 +1,14 @@
 //! `mongopulsed`, the companion daemon.
 //!
-//! In: a [`Config`] and a shutdown signal. Out: the HTTP events API on
-//! `http.listen`, raw events in MongoDB, `pipeline_stats` documents; on
-//! shutdown, every accepted event flushed before [`run`] returns.
+//! In: a [`Config`] and a shutdown signal. Out: the HTTP API on `http.listen`
+//! (`http.rs`: the router; the events endpoint is `ingest::http`'s), raw events
+//! and rollups in MongoDB, `pipeline_stats` documents; on shutdown, every
+//! accepted event flushed before [`run`] returns. This module only wires the
+//! stages together: it is the one place that knows them all.
 
 pub mod config;
+mod http;
 pub mod loadgen;
-pub mod readiness;
 mod stats;
 
 use std::future::Future;
@@ -21,18 +23,19 @@ pub use config::{Config, ConfigError, LogFormat};
 use crate::alerting::engine::AlertEngine;
 use crate::ingest::auth::{Auth, KEYS_ENV};
 use crate::ingest::dead_letters::DeadLetters;
-use crate::ingest::http::{router, ApiState};
+use crate::ingest::http::EventsState;
 use crate::ingest::metrics::IngestMetrics;
+use crate::ingest::record::Recorder;
 use crate::ingest::writer::Writer;
 use crate::ingest::Validator;
 use crate::rollup::engine::RollupMetrics;
 use crate::rollup::recover::recover;
 use crate::rollup::store::ensure_rollup_indexes;
 use crate::rollup::{RollupConfig, Rollups};
+use crate::store::readiness::Readiness;
 use crate::store::schema::{ensure_raw_storage, Retention};
 use crate::store::{build_client, ConnectError, Redactor};
 use config::RetentionConfig;
-use readiness::Readiness;
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -63,8 +66,10 @@ pub async fn run(
     let db = client.database(&config.mongodb.database);
     let names = config.mongodb.collections.clone();
 
-    let auth = Auth::new(&config.auth, std::env::var(KEYS_ENV).ok().as_deref())
-        .map_err(DaemonError::Config)?;
+    let auth = Arc::new(
+        Auth::new(&config.auth, std::env::var(KEYS_ENV).ok().as_deref())
+            .map_err(DaemonError::Config)?,
+    );
     let mut registry = Registry::with_prefix("mongopulse");
     let metrics = Arc::new(IngestMetrics::register(&mut registry));
     let rollup_metrics = RollupMetrics::register(&mut registry);
@@ -83,6 +88,7 @@ pub async fn run(
         pipeline_stats: RetentionConfig::days(config.retention.pipeline_stats_days),
     };
     let rollups = Arc::new(OnceLock::new());
+    let recorder = Arc::new(OnceLock::new());
     let (stop_rollups, rollups_stopped) = tokio::sync::watch::channel(false);
     let (final_until_tx, final_until_rx) = tokio::sync::watch::channel(i64::MIN);
     let prepare_task = tokio::spawn(prepare(Preparation {
@@ -94,6 +100,7 @@ pub async fn run(
         readiness: readiness.clone(),
         redactor: redactor.clone(),
         rollups: rollups.clone(),
+        recorder: recorder.clone(),
         rollup_metrics,
         final_until: final_until_tx,
         stop: rollups_stopped.clone(),
@@ -123,7 +130,7 @@ pub async fn run(
         )
     });
 
-    let state = Arc::new(ApiState {
+    let events = Arc::new(EventsState {
         validator: Validator {
             limits: config.ingest.limits.clone(),
             max_age: chrono::Duration::milliseconds(
@@ -131,18 +138,24 @@ pub async fn run(
             ),
         },
         writer: writer.clone(),
-        auth,
+        auth: auth.clone(),
         dead_letters: DeadLetters::new(
             db.collection(&names.dead_letters),
             config.ingest.dead_letter_max_raw_bytes,
             timeout,
         ),
-        metrics,
-        registry: Arc::new(registry),
-        readiness,
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
         retry_after_secs: config.ingest.retry_after_secs,
         writer_id: config.writer_id.clone(),
-        rollups: rollups.clone(),
+        recorder,
+    });
+    let daemon = Arc::new(http::DaemonState {
+        auth,
+        readiness,
+        registry: Arc::new(registry),
+        metrics,
+        writer: writer.clone(),
         alerts: alerts.as_ref().map(|(e, _)| e.clone()),
     });
     drop(writer);
@@ -159,7 +172,7 @@ pub async fn run(
     })?;
     tracing::info!("listening on http://{address}");
 
-    let served = axum::serve(listener, router(state))
+    let served = axum::serve(listener, http::router(events, daemon))
         .with_graceful_shutdown(shutdown)
         .await;
     tracing::info!("stopped accepting requests; flushing accepted events");
@@ -288,6 +301,8 @@ struct Preparation {
     readiness: Arc<Readiness>,
     redactor: Redactor,
     rollups: Arc<OnceLock<Arc<Rollups>>>,
+    /// The same rollups, as the events endpoint sees them.
+    recorder: Arc<OnceLock<Arc<dyn Recorder>>>,
     rollup_metrics: RollupMetrics,
     final_until: tokio::sync::watch::Sender<i64>,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -358,6 +373,7 @@ async fn prepare(p: Preparation) -> Option<tokio::task::JoinHandle<()>> {
     let flusher = tokio::spawn(rollups.clone().run(interval, async move {
         let _ = stop_flushing.wait_for(|stopped| *stopped).await;
     }));
+    let _ = p.recorder.set(rollups.clone());
     let _ = p.rollups.set(rollups);
     p.readiness.set_ready();
     Some(flusher)

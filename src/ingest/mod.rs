@@ -1,4 +1,4 @@
-//! Event ingest: the HTTP events API of the daemon.
+//! Event ingest: the events endpoint of the daemon.
 //!
 //! In: `POST /v1/events` bodies (JSON object, JSON array or NDJSON; gzip or
 //! zstd). Out: valid events stored in the `events` time-series collection
@@ -6,8 +6,9 @@
 //! `dead_letters` with their reason, and a response listing both.
 //!
 //! Stages: [`decode`] (body → event bytes) → [`event`] (bytes → validated
-//! event) → [`writer`] (group commit) ; [`http`] wires them to axum, [`auth`]
-//! guards the door.
+//! [`crate::event::Event`]) → [`record`] (the contract with the rollup engine,
+//! which admits, stores through [`writer`] (group commit) and counts) ;
+//! [`http`] wires them to axum, [`auth`] guards the door.
 
 pub mod auth;
 pub mod dead_letters;
@@ -15,12 +16,13 @@ pub mod decode;
 pub mod event;
 pub mod http;
 pub mod metrics;
+pub mod record;
 pub mod writer;
 
 use chrono::{DateTime, Utc};
 
-pub use decode::{BodyError, Format};
 pub use crate::event::Event;
+pub use decode::{BodyError, Format};
 pub use event::{Limits, Rejection, Validator};
 
 /// A request body, decoded and validated.

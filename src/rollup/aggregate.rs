@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use super::sketch::{Distinct, Quantiles, TopK};
 use super::spec::Spec;
 use super::Level;
-use crate::event::scalar_text;
 use crate::event::json::{short_eq, Json};
+use crate::event::scalar_text;
 use crate::event::Event;
 
 /// Sum, extremes and count of one metric.

@@ -1,6 +1,6 @@
 //! The async driver around the pure [`Windows`]: owns the clock and the I/O.
 //!
-//! In: events admitted and stored by the ingest path, and a timer. Out: every
+//! In: events admitted and stored through [`super::record`], and a timer. Out: every
 //! `flush_interval` the changed windows written to the rollup collections and
 //! `sessions`, then the checkpoint. Recovery (`recover.rs`) builds the
 //! starting [`Windows`] from the checkpoint and the raw events.
@@ -152,7 +152,7 @@ impl Rollups {
     }
 
     /// Admits events about to be stored; `Some(late)` for those refused.
-    pub fn admit(&self, event_times_ms: impl Iterator<Item = i64>) -> Vec<Option<Late>> {
+    pub(super) fn admit(&self, event_times_ms: impl Iterator<Item = i64>) -> Vec<Option<Late>> {
         let mut w = self.lock();
         let out: Vec<Option<Late>> = event_times_ms.map(|ms| w.admit(ms).err()).collect();
         let late = out.iter().filter(|l| l.is_some()).count();
@@ -161,7 +161,7 @@ impl Rollups {
     }
 
     /// Records admitted events MongoDB has stored.
-    pub fn stored<'a>(&self, events: impl IntoIterator<Item = &'a Event<'a>>) {
+    pub(super) fn stored<'a>(&self, events: impl IntoIterator<Item = &'a Event<'a>>) {
         let mut w = self.lock();
         for e in events {
             w.record(e);
@@ -169,7 +169,7 @@ impl Rollups {
     }
 
     /// Gives back admissions by event time (when only the times are left).
-    pub fn release(&self, event_times_ms: &[i64]) {
+    pub(super) fn release(&self, event_times_ms: &[i64]) {
         let mut w = self.lock();
         for t in event_times_ms {
             w.release(*t);
@@ -177,7 +177,7 @@ impl Rollups {
     }
 
     /// Gives back admissions of events that were not stored.
-    pub fn not_stored<'a>(&self, events: impl IntoIterator<Item = &'a Event<'a>>) {
+    pub(super) fn not_stored<'a>(&self, events: impl IntoIterator<Item = &'a Event<'a>>) {
         let mut w = self.lock();
         for e in events {
             w.release(e.timestamp.timestamp_millis());

@@ -1,19 +1,22 @@
 //! Streaming materialization: events → minute rollups → hour → day → month,
 //! plus session windows.
 //!
-//! In: events the ingest path stored (and, after a restart, the raw events
-//! after the checkpoint). Out: one document per (spec, level, bucket,
-//! dimension tuple, writer) in `metrics_minutely` … `metrics_monthly`, session
-//! rollups in `sessions`, and a checkpoint in `checkpoints`.
+//! In: events the ingest path hands over through [`record`] (and, after a
+//! restart, the raw events after the checkpoint). Out: one document per (spec,
+//! level, bucket, dimension tuple, writer) in `metrics_minutely` …
+//! `metrics_monthly`, session rollups in `sessions`, and a checkpoint in
+//! `checkpoints`.
 //!
 //! Pure parts: [`level`] (UTC buckets), [`spec`], [`sketch`], [`aggregate`],
-//! [`windows`], [`sessions`]. Drivers: [`engine`] (timer and writes),
+//! [`windows`], [`sessions`]. Drivers: [`record`] (admit → write → settle, the
+//! one way live events are counted), [`engine`] (timer and writes),
 //! [`recover`] (restart), [`backfill`] (recompute a range).
 
 pub mod aggregate;
 pub mod backfill;
 pub mod engine;
 pub mod level;
+pub mod record;
 pub mod recover;
 pub mod sessions;
 pub mod sketch;

@@ -1,11 +1,13 @@
 //! MongoDB access shared by the plugin and the daemon.
 //!
 //! In: a connection URI and a time budget. Out: a `mongodb::Client`, the
-//! collection names the product uses, and [`ConnectError`]s whose messages say
+//! collection names the product uses, whether the daemon can store events
+//! ([`readiness`]), and [`ConnectError`]s whose messages say
 //! what went wrong and what to do, with any password in the URI redacted.
 
 mod collections;
 mod connect;
+pub mod readiness;
 mod redact;
 pub mod schema;
 

@@ -8,7 +8,7 @@ use bson::doc;
 use mongodb::Database;
 use serde::Serialize;
 
-use crate::store::Redactor;
+use super::Redactor;
 
 pub struct Readiness {
     db: Database,

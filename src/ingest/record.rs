@@ -1,0 +1,62 @@
+//! What the events endpoint asks of whatever counts events, and what it gets back.
+//!
+//! In: a request's valid events (with their index in the request) and the
+//! [`Writer`] that stores them in `events`. Out: which were stored and counted,
+//! which were refused and why, or that nothing was stored.
+//!
+//! Ingest comes before the rollups in the data flow, so it names this contract
+//! and the rollup engine implements it (`rollup::record`); the daemon hands the
+//! one to the other. That keeps the "admit → write → settle" protocol, whose
+//! steps must never be separated, in one function of the rollup engine.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::writer::Writer;
+use crate::event::Event;
+
+/// Stores events and counts exactly those MongoDB stored.
+pub trait Recorder: Send + Sync {
+    /// Admits `events` into the open windows (refusing those whose minute is
+    /// already final), stores the admitted ones with `writer`, then counts the
+    /// stored ones and gives back the admissions of the rest. If the caller
+    /// goes away before the write is answered, the settling still happens, in
+    /// the background.
+    fn record<'a>(
+        self: Arc<Self>,
+        events: Vec<(usize, Event<'a>)>,
+        writer: &'a Writer,
+        writer_id: &'a str,
+    ) -> BoxFuture<'a, Result<Recorded<'a>, NotRecorded>>;
+}
+
+/// The outcome of [`Recorder::record`] when MongoDB answered.
+#[derive(Debug, Default)]
+pub struct Recorded<'a> {
+    /// Stored in `events` and counted, with their index in the request.
+    pub stored: Vec<(usize, Event<'a>)>,
+    /// Not stored, with their index in the request.
+    pub refused: Vec<(usize, Refusal)>,
+}
+
+/// Why one event was not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// Its minute is already final: it could never be counted.
+    Late {
+        minute_start_ms: i64,
+        watermark_ms: i64,
+    },
+    /// MongoDB refused this document (the rest of the batch was stored).
+    ByMongodb(String),
+}
+
+/// Nothing of the request was stored; the client should retry.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotRecorded {
+    #[error("{0}; nothing from this request was stored")]
+    Write(String),
+    #[error("the daemon is shutting down; nothing from this request was stored")]
+    ShuttingDown,
+}
