@@ -261,7 +261,9 @@ impl Config {
         }
         // Checked here, so a mistake stops the daemon at start instead of a
         // daemon that answers 503 forever.
-        self.rollups.validate().map_err(ConfigError::Invalid)?;
+        self.rollups
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for n in &self.alerting.notifiers {
             n.validate()
                 .map_err(|e| ConfigError::Invalid(format!("alerting.notifiers: {e}")))?;

@@ -237,7 +237,10 @@ pub async fn backfill(
     use crate::rollup::backfill::{backfill, BackfillRequest};
     let from_ms = parse_time(from).map_err(|e| DaemonError::Config(format!("--from: {e}")))?;
     let to_ms = parse_time(to).map_err(|e| DaemonError::Config(format!("--to: {e}")))?;
-    let mut specs = config.rollups.validate().map_err(DaemonError::Config)?;
+    let mut specs = config
+        .rollups
+        .validate()
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
     if let Some(name) = spec {
         specs.retain(|s| s.name == name);
         if specs.is_empty() {
@@ -268,7 +271,7 @@ pub async fn backfill(
         },
     )
     .await
-    .map_err(|e| DaemonError::Backfill(redactor.clean(&e)))?;
+    .map_err(|e| DaemonError::Backfill(redactor.clean(&e.to_string())))?;
     tracing::info!(
         events = report.events,
         minute_documents = report.minute_documents,
@@ -331,10 +334,12 @@ async fn prepare(p: Preparation) -> Option<tokio::task::JoinHandle<()>> {
             {
                 tracing::info!("{line}");
             }
-            let specs = p.rollup_config.validate()?;
+            let specs = p.rollup_config.validate().map_err(|e| e.to_string())?;
             p.readiness
                 .set_problem("rebuilding rollup windows from raw events".into());
-            recover(&p.db, &p.names, &p.rollup_config, specs, &p.writer_id).await
+            recover(&p.db, &p.names, &p.rollup_config, specs, &p.writer_id)
+                .await
+                .map_err(|e| e.to_string())
         };
         match attempt.await {
             Ok(r) => break r,

@@ -215,6 +215,7 @@ pub fn grid_from_documents(plan: &Plan, docs: &[Document]) -> Result<Grid, Strin
                     binary(d, "distinct", k)
                         .map(Distinct::from_bytes)
                         .transpose()
+                        .map_err(|e| e.to_string())
                 })
                 .collect::<Result<_, _>>()?,
             quantiles: plan
@@ -224,6 +225,7 @@ pub fn grid_from_documents(plan: &Plan, docs: &[Document]) -> Result<Grid, Strin
                     binary(d, "quantiles", m)
                         .map(Quantiles::from_bytes)
                         .transpose()
+                        .map_err(|e| e.to_string())
                 })
                 .collect::<Result<_, _>>()?,
             top_k: plan
@@ -234,6 +236,7 @@ pub fn grid_from_documents(plan: &Plan, docs: &[Document]) -> Result<Grid, Strin
                     binary(d, "topK", a)
                         .map(|b| TopK::from_bytes(b, *k))
                         .transpose()
+                        .map_err(|e| e.to_string())
                 })
                 .collect::<Result<_, _>>()?,
             closed: d.get_bool("final").unwrap_or(false),

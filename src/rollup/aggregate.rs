@@ -13,6 +13,7 @@ use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, Document};
 use sha2::{Digest, Sha256};
 
+use super::error::FieldError;
 use super::sketch::{Distinct, Quantiles, TopK};
 use super::spec::Spec;
 use super::Level;
@@ -279,12 +280,13 @@ impl Aggregate {
     }
 
     /// Reads a stored document back (for recovery, backfill and queries).
-    pub fn from_document(spec: &Spec, d: &Document) -> Result<Aggregate, String> {
+    pub fn from_document(spec: &Spec, d: &Document) -> Result<Aggregate, FieldError> {
         let mut agg = Aggregate::new(spec);
         let metrics = d
             .get_document("metrics")
-            .map_err(|e| format!("metrics: {e}"))?;
-        agg.count = int(metrics.get("count")).ok_or("metrics.count is missing")? as u64;
+            .map_err(|e| FieldError::new("metrics", e))?;
+        agg.count = int(metrics.get("count"))
+            .ok_or_else(|| FieldError::new("metrics.count", "missing"))? as u64;
         for (name, value) in metrics {
             if name == "count" {
                 continue;
@@ -310,19 +312,19 @@ impl Aggregate {
         for (i, key) in spec.distinct.iter().enumerate() {
             if let Some(b) = bytes("distinct", key) {
                 agg.distinct[i] = Distinct::from_bytes(&b)
-                    .map_err(|e| format!("sketches.distinct.{key}: {e}"))?;
+                    .map_err(|e| FieldError::new(format!("sketches.distinct.{key}"), e))?;
             }
         }
         for (i, key) in spec.quantiles.iter().enumerate() {
             if let Some(b) = bytes("quantiles", key) {
                 agg.quantiles[i] = Quantiles::from_bytes(&b)
-                    .map_err(|e| format!("sketches.quantiles.{key}: {e}"))?;
+                    .map_err(|e| FieldError::new(format!("sketches.quantiles.{key}"), e))?;
             }
         }
         for (i, t) in spec.top_k.iter().enumerate() {
             if let Some(b) = bytes("topK", &t.attribute) {
                 agg.top_k[i] = TopK::from_bytes(&b, t.k)
-                    .map_err(|e| format!("sketches.topK.{}: {e}", t.attribute))?;
+                    .map_err(|e| FieldError::new(format!("sketches.topK.{}", t.attribute), e))?;
             }
         }
         Ok(agg)

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mongodb::Database;
 
 use super::aggregate::{stored_dimensions, Aggregate};
+use super::error::RollupError;
 use super::level::{Level, HOUR_MS, MINUTE_MS};
 use super::spec::Spec;
 use super::store::{load_checkpoint, replace_all};
@@ -42,22 +43,22 @@ pub async fn backfill(
     db: &Database,
     names: &CollectionNames,
     req: BackfillRequest,
-) -> Result<BackfillReport, String> {
+) -> Result<BackfillReport, RollupError> {
     let from = Level::Minute.bucket_start(req.from_ms);
     let to = Level::Minute.bucket_start(req.to_ms + MINUTE_MS - 1);
     if from >= to {
-        return Err("--from must be before --to".into());
+        return Err(RollupError::BadRange("--from must be before --to".into()));
     }
     if let Some(cp) = load_checkpoint(db, names, &req.writer)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(RollupError::read("the rollup checkpoint"))?
     {
         if to > cp.minutes_ms && !req.force {
-            return Err(format!(
+            return Err(RollupError::BadRange(format!(
                 "the range reaches {}, past what the running daemon has finalised (checkpoint {}); end the range there, or stop the daemon and pass --force",
                 fmt(to),
                 fmt(cp.minutes_ms)
-            ));
+            )));
         }
     }
     let events = db.collection::<Document>(&names.events);
@@ -66,7 +67,7 @@ pub async fn backfill(
     let total = events
         .count_documents(range.clone())
         .await
-        .map_err(|e| format!("counting events: {e}"))?;
+        .map_err(RollupError::read("events (counting them)"))?;
     let progress = progress_bar(total);
     progress.set_message(format!("{} → {}", fmt(from), fmt(to)));
 
@@ -80,11 +81,11 @@ pub async fn backfill(
             .find(doc! { "writer": &req.writer, "timestamp": { "$gte": bson::DateTime::from_millis(lo), "$lt": bson::DateTime::from_millis(hi) } })
             .batch_size(5_000)
             .await
-            .map_err(|e| format!("reading events: {e}"))?;
+            .map_err(RollupError::read("events"))?;
         while let Some(d) = cursor
             .try_next()
             .await
-            .map_err(|e| format!("reading events: {e}"))?
+            .map_err(RollupError::read("events"))?
         {
             match Event::from_stored(&d) {
                 Ok(e) => windows.apply(&e),
@@ -102,7 +103,7 @@ pub async fn backfill(
                     "timestamp": { "$gte": bson::DateTime::from_millis(lo), "$lt": bson::DateTime::from_millis(hi) },
                 })
                 .await
-                .map_err(|e| format!("clearing {minutes}: {e}"))?;
+                .map_err(RollupError::clear(minutes))?;
         }
         let now = chrono::Utc::now().timestamp_millis();
         let docs: Vec<Document> = windows
@@ -166,7 +167,7 @@ async fn rebuild_bucket(
     level: Level,
     start: i64,
     is_final: bool,
-) -> Result<u64, String> {
+) -> Result<u64, RollupError> {
     let Some(child) = level.child() else {
         return Ok(0);
     };
@@ -176,13 +177,14 @@ async fn rebuild_bucket(
         .collection::<Document>(child.collection(names))
         .find(doc! { "spec": &spec.name, "writer": writer, "timestamp": range.clone() })
         .await
-        .map_err(|e| format!("reading {}: {e}", child.collection(names)))?
+        .map_err(RollupError::read(child.collection(names)))?
         .try_collect()
         .await
-        .map_err(|e| format!("reading {}: {e}", child.collection(names)))?;
+        .map_err(RollupError::read(child.collection(names)))?;
     let mut merged: HashMap<Vec<Option<Box<str>>>, Aggregate> = HashMap::new();
     for d in &children {
-        let agg = Aggregate::from_document(spec, d)?;
+        let agg = Aggregate::from_document(spec, d)
+            .map_err(RollupError::damaged(child.collection(names)))?;
         merged
             .entry(stored_dimensions(spec, d))
             .or_insert_with(|| Aggregate::new(spec))
@@ -192,7 +194,7 @@ async fn rebuild_bucket(
     db.collection::<Document>(coll)
         .delete_many(doc! { "spec": &spec.name, "writer": writer, "timestamp": range })
         .await
-        .map_err(|e| format!("clearing {coll}: {e}"))?;
+        .map_err(RollupError::clear(coll))?;
     let now = chrono::Utc::now().timestamp_millis();
     let docs: Vec<Document> = merged
         .iter()

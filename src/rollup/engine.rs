@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::error::RollupError;
 use super::level::Level;
 use super::store::{replace_all, save_checkpoint, Checkpoint};
 use super::windows::{FlushBatch, Late, Windows};
@@ -222,7 +223,7 @@ impl Rollups {
     }
 
     /// Advances the watermark, writes what changed, then the checkpoint.
-    pub async fn flush_once(&self, now_ms: i64) -> Result<usize, String> {
+    pub async fn flush_once(&self, now_ms: i64) -> Result<usize, RollupError> {
         let _one_at_a_time = self.flushing.lock().await;
         let started = Instant::now();
         let batch = {
@@ -291,7 +292,7 @@ impl Rollups {
         }
     }
 
-    async fn write(&self, batch: &FlushBatch) -> Result<(), String> {
+    async fn write(&self, batch: &FlushBatch) -> Result<(), RollupError> {
         let mut by_level: [Vec<Document>; 4] = Default::default();
         for p in &batch.rollups {
             by_level[p.level.index()].push(p.doc.clone());

@@ -15,6 +15,7 @@
 pub mod aggregate;
 pub mod backfill;
 pub mod engine;
+pub mod error;
 pub mod level;
 pub mod record;
 pub mod recover;
@@ -27,6 +28,7 @@ pub mod windows;
 use serde::{Deserialize, Serialize};
 
 pub use engine::Rollups;
+pub use error::{RollupConfigError, RollupError, SketchError};
 pub use level::Level;
 pub use spec::{Spec, SpecConfig};
 pub use store::LevelTtl;
@@ -81,7 +83,7 @@ impl Default for SessionConfig {
 }
 
 impl RollupConfig {
-    pub fn validate(&self) -> Result<Vec<Spec>, String> {
+    pub fn validate(&self) -> Result<Vec<Spec>, RollupConfigError> {
         let specs = spec::check_specs(&self.specs)?;
         for (name, v) in [
             ("rollups.allowed_lateness_secs", self.allowed_lateness_secs),
@@ -89,11 +91,14 @@ impl RollupConfig {
             ("rollups.sessions.gap_secs", self.sessions.gap_secs),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("{name} must be a number of seconds ≥ 0, got {v}"));
+                return Err(RollupConfigError::BadSeconds {
+                    setting: name,
+                    got: v,
+                });
             }
         }
         if self.flush_interval_ms == 0 || self.flush_interval_ms > 60_000 {
-            return Err("rollups.flush_interval_ms must be between 1 and 60000 (1000 keeps live panels within a second)".into());
+            return Err(RollupConfigError::BadFlushInterval);
         }
         recover::session_spec_index(self, &specs)?;
         Ok(specs)

@@ -12,6 +12,7 @@ use futures_util::TryStreamExt;
 use mongodb::Database;
 
 use super::aggregate::{stored_dimensions, Aggregate};
+use super::error::{RollupConfigError, RollupError};
 use super::level::Level;
 use super::sessions::Sessions;
 use super::spec::Spec;
@@ -34,10 +35,10 @@ pub async fn recover(
     config: &RollupConfig,
     specs: Vec<Spec>,
     writer: &str,
-) -> Result<Recovered, String> {
+) -> Result<Recovered, RollupError> {
     let checkpoint = load_checkpoint(db, names, writer)
         .await
-        .map_err(|e| format!("reading the checkpoint: {e}"))?;
+        .map_err(RollupError::read("the rollup checkpoint"))?;
     let lateness = (config.allowed_lateness_secs * 1000.0) as i64;
     let idle = (config.idle_finalize_secs * 1000.0) as i64;
     let session_spec = session_spec_index(config, &specs)?;
@@ -83,15 +84,16 @@ pub async fn recover(
                 .collection::<Document>(child.collection(names))
                 .find(filter)
                 .await
-                .map_err(|e| format!("reading {}: {e}", child.collection(names)))?
+                .map_err(RollupError::read(child.collection(names)))?
                 .try_collect()
                 .await
-                .map_err(|e| format!("reading {}: {e}", child.collection(names)))?;
+                .map_err(RollupError::read(child.collection(names)))?;
             for d in &docs {
-                let agg = Aggregate::from_document(spec, d)?;
+                let agg = Aggregate::from_document(spec, d)
+                    .map_err(RollupError::damaged(child.collection(names)))?;
                 let start = d
                     .get_datetime("timestamp")
-                    .map_err(|e| e.to_string())?
+                    .map_err(RollupError::damaged(child.collection(names)))?
                     .timestamp_millis();
                 windows.load_into_parent(
                     parent,
@@ -116,12 +118,12 @@ pub async fn recover(
         .find(doc! { "writer": writer, "timestamp": { "$gte": bson::DateTime::from_millis(replay_from) } })
         .batch_size(5_000)
         .await
-        .map_err(|e| format!("reading events to recover: {e}"))?;
+        .map_err(RollupError::read("events to recover"))?;
     let mut replayed = 0u64;
     while let Some(d) = cursor
         .try_next()
         .await
-        .map_err(|e| format!("reading events to recover: {e}"))?
+        .map_err(RollupError::read("events to recover"))?
     {
         let event = match Event::from_stored(&d) {
             Ok(e) => e,
@@ -148,7 +150,10 @@ pub async fn recover(
     })
 }
 
-pub fn session_spec_index(config: &RollupConfig, specs: &[Spec]) -> Result<Option<u16>, String> {
+pub fn session_spec_index(
+    config: &RollupConfig,
+    specs: &[Spec],
+) -> Result<Option<u16>, RollupConfigError> {
     if !config.sessions.enabled {
         return Ok(None);
     }
@@ -156,10 +161,5 @@ pub fn session_spec_index(config: &RollupConfig, specs: &[Spec]) -> Result<Optio
         .iter()
         .position(|s| s.name == config.sessions.spec)
         .map(|i| Some(i as u16))
-        .ok_or_else(|| {
-            format!(
-                "rollups.sessions.spec '{}' names no configured spec",
-                config.sessions.spec
-            )
-        })
+        .ok_or_else(|| RollupConfigError::UnknownSessionSpec(config.sessions.spec.clone()))
 }

@@ -14,6 +14,8 @@ use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use datasketches::hll::{Coupon, HllSketch, HllType, HllUnion};
 use sketches_ddsketch::{Config as DdConfig, DDSketch};
 
+use super::error::SketchError;
+
 /// log2 of the HLL register count: 4,096 registers.
 pub const HLL_LG_K: u8 = 12;
 
@@ -146,10 +148,10 @@ impl Distinct {
         }
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<Distinct, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Distinct, SketchError> {
         HllSketch::deserialize(bytes)
             .map(|s| Distinct::Sketch(Box::new(s)))
-            .map_err(|e| format!("not a HyperLogLog sketch: {e}"))
+            .map_err(|e| SketchError::NotHll(e.to_string()))
     }
 
     pub fn heap_size(&self) -> usize {
@@ -230,7 +232,7 @@ impl Quantiles {
         matches!(self.mode, QuantilesMode::Sketch(_))
     }
 
-    pub fn merge(&mut self, other: &Quantiles) -> Result<(), String> {
+    pub fn merge(&mut self, other: &Quantiles) -> Result<(), SketchError> {
         match (&mut self.mode, &other.mode) {
             (_, QuantilesMode::Exact(values)) => {
                 values.iter().for_each(|v| self.insert(*v));
@@ -268,9 +270,9 @@ impl Quantiles {
         self.to_sketch().to_java_bytes()
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<Quantiles, String> {
-        let sketch =
-            DDSketch::from_java_bytes(bytes).map_err(|e| format!("not a DDSketch: {e:?}"))?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Quantiles, SketchError> {
+        let sketch = DDSketch::from_java_bytes(bytes)
+            .map_err(|e| SketchError::NotDdSketch(format!("{e:?}")))?;
         Ok(Quantiles {
             // Only sketches built by the same spec merge, so the accuracy the
             // spec gives is not needed here: the decoded sketch carries it.
@@ -287,9 +289,9 @@ impl Quantiles {
     }
 }
 
-fn merge_ddsketch(mine: &mut DDSketch, theirs: &DDSketch) -> Result<(), String> {
+fn merge_ddsketch(mine: &mut DDSketch, theirs: &DDSketch) -> Result<(), SketchError> {
     mine.merge(theirs)
-        .map_err(|e| format!("quantile sketches with different accuracy cannot merge: {e}"))
+        .map_err(|e| SketchError::AccuracyMismatch(e.to_string()))
 }
 
 /// Most frequent values of an attribute. The frequent-items map (4·K entries
@@ -370,13 +372,13 @@ impl TopK {
         }
     }
 
-    pub fn from_bytes(bytes: &[u8], k: usize) -> Result<TopK, String> {
+    pub fn from_bytes(bytes: &[u8], k: usize) -> Result<TopK, SketchError> {
         FrequentItemsSketch::deserialize(bytes)
             .map(|sketch| TopK {
                 sketch: Some(Box::new(sketch)),
                 k,
             })
-            .map_err(|e| format!("not a frequent-items sketch: {e}"))
+            .map_err(|e| SketchError::NotFrequentItems(e.to_string()))
     }
 
     pub fn heap_size(&self) -> usize {

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::error::RollupConfigError;
+
 /// One rollup spec as configured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -69,7 +71,7 @@ impl std::ops::Deref for Spec {
 }
 
 impl Spec {
-    pub fn new(c: &SpecConfig) -> Result<Spec, String> {
+    pub fn new(c: &SpecConfig) -> Result<Spec, RollupConfigError> {
         let name = &c.name;
         let field_ok =
             |s: &str| !s.is_empty() && !s.starts_with('$') && !s.contains('.') && s.len() <= 64;
@@ -78,9 +80,7 @@ impl Spec {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
         {
-            return Err(format!(
-                "rollups.specs: name '{name}' must be letters, digits, '_' or '-'"
-            ));
+            return Err(RollupConfigError::BadSpecName(name.clone()));
         }
         for (list, what) in [
             (&c.dimensions, "dimensions"),
@@ -89,33 +89,39 @@ impl Spec {
             (&c.quantiles, "quantiles"),
         ] {
             if let Some(bad) = list.iter().find(|s| !field_ok(s)) {
-                return Err(format!(
-                    "rollups.specs '{name}': {what} entry '{bad}' is not a usable field name"
-                ));
+                return Err(RollupConfigError::BadFieldName {
+                    spec: name.clone(),
+                    list: what,
+                    entry: bad.clone(),
+                });
             }
             let mut sorted = list.clone();
             sorted.sort();
             sorted.dedup();
             if sorted.len() != list.len() {
-                return Err(format!("rollups.specs '{name}': {what} lists a name twice"));
+                return Err(RollupConfigError::NamedTwice {
+                    spec: name.clone(),
+                    list: what,
+                });
             }
         }
         if c.dimensions.len() > super::aggregate::MAX_DIMENSIONS {
-            return Err(format!(
-                "rollups.specs '{name}': at most {} dimensions",
-                super::aggregate::MAX_DIMENSIONS
-            ));
+            return Err(RollupConfigError::TooManyDimensions { spec: name.clone() });
         }
         let e = c.quantile_relative_error;
         if !(e.is_finite() && e > 0.0 && e < 0.5) {
-            return Err(format!("rollups.specs '{name}': quantile_relative_error must be between 0 and 0.5, got {e}"));
+            return Err(RollupConfigError::BadRelativeError {
+                spec: name.clone(),
+                got: e,
+            });
         }
         for t in &c.top_k {
             if !field_ok(&t.attribute) || t.k == 0 || t.k > 100 {
-                return Err(format!(
-                    "rollups.specs '{name}': top_k needs an attribute name and 1 ≤ k ≤ 100 (got '{}', {})",
-                    t.attribute, t.k
-                ));
+                return Err(RollupConfigError::BadTopK {
+                    spec: name.clone(),
+                    attribute: t.attribute.clone(),
+                    k: t.k,
+                });
             }
         }
         Ok(Spec(c.clone()))
@@ -127,9 +133,9 @@ impl Spec {
 }
 
 /// Checks a list of specs: each valid, names unique, at least one.
-pub fn check_specs(configs: &[SpecConfig]) -> Result<Vec<Spec>, String> {
+pub fn check_specs(configs: &[SpecConfig]) -> Result<Vec<Spec>, RollupConfigError> {
     if configs.is_empty() {
-        return Err("rollups.specs is empty: configure at least one spec (or remove the key to use the default)".into());
+        return Err(RollupConfigError::NoSpecs);
     }
     let specs = configs
         .iter()
@@ -137,7 +143,7 @@ pub fn check_specs(configs: &[SpecConfig]) -> Result<Vec<Spec>, String> {
         .collect::<Result<Vec<_>, _>>()?;
     for (i, s) in specs.iter().enumerate() {
         if specs[..i].iter().any(|o| o.name == s.name) {
-            return Err(format!("rollups.specs: two specs are named '{}'", s.name));
+            return Err(RollupConfigError::SpecNamedTwice(s.name.clone()));
         }
     }
     Ok(specs)

@@ -8,6 +8,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use super::error::RollupError;
 use super::level::Level;
 use crate::store::CollectionNames;
 
@@ -54,7 +55,11 @@ pub async fn replace_all(
     db: &Database,
     collection: &str,
     docs: Vec<Document>,
-) -> Result<(), String> {
+) -> Result<(), RollupError> {
+    let failed = |problem: String| RollupError::Write {
+        collection: collection.to_string(),
+        problem,
+    };
     for chunk in docs.chunks(500) {
         let updates: Vec<Bson> = chunk
             .iter()
@@ -74,22 +79,22 @@ pub async fn replace_all(
                 "writeConcern": { "w": "majority", "j": true },
             })
             .await
-            .map_err(|e| format!("writing {collection}: {e}"))?;
+            .map_err(|e| failed(format!("{e}; the flush is retried")))?;
         // The writes were applied but not made durable as asked: not stored, for us.
         if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(format!(
-                "writing {collection}: MongoDB applied the writes but could not make them durable: {}",
+            return Err(failed(format!(
+                "MongoDB applied the writes but could not make them durable: {}; check the replica set's health",
                 wce.get_str("errmsg").unwrap_or("no message")
-            ));
+            )));
         }
         if let Ok(errors) = reply.get_array("writeErrors") {
             if let Some(Bson::Document(first)) = errors.first() {
-                return Err(format!(
-                    "writing {collection}: {} of {} documents refused, e.g. {}",
+                return Err(failed(format!(
+                    "{} of {} documents refused, e.g. {}",
                     errors.len(),
                     chunk.len(),
                     first.get_str("errmsg").unwrap_or("no message")
-                ));
+                )));
             }
         }
     }
@@ -220,7 +225,7 @@ pub async fn save_checkpoint(
     writer: &str,
     cp: Checkpoint,
     now_ms: i64,
-) -> Result<(), String> {
+) -> Result<(), RollupError> {
     let date = |ms: i64| bson::DateTime::from_millis(ms);
     let mut d = doc! {
         "_id": checkpoint_id(writer),
