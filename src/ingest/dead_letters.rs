@@ -10,7 +10,7 @@ use bson::{doc, Document};
 use chrono::{DateTime, Utc};
 use mongodb::Collection;
 
-use super::event::Rejection;
+use super::validate::Rejection;
 
 #[derive(Clone)]
 pub struct DeadLetters {

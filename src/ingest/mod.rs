@@ -5,7 +5,7 @@
 //! (acknowledged by MongoDB before the request is answered), refused events in
 //! `dead_letters` with their reason, and a response listing both.
 //!
-//! Stages: [`decode`] (body → event bytes) → [`event`] (bytes → validated
+//! Stages: [`decode`] (body → event bytes) → [`validate`] (bytes → validated
 //! [`crate::event::Event`]) → [`record`] (the contract with the rollup engine,
 //! which admits, stores through [`writer`] (group commit) and counts) ;
 //! [`http`] wires them to axum, [`auth`] guards the door.
@@ -13,17 +13,17 @@
 pub mod auth;
 pub mod dead_letters;
 pub mod decode;
-pub mod event;
 pub mod http;
 pub mod metrics;
 pub mod record;
+pub mod validate;
 pub mod writer;
 
 use chrono::{DateTime, Utc};
 
 pub use crate::event::Event;
 pub use decode::{BodyError, Format};
-pub use event::{Limits, Rejection, Validator};
+pub use validate::{Limits, Rejection, Validator};
 
 /// A request body, decoded and validated.
 #[derive(Debug, Default)]
