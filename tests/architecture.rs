@@ -99,3 +99,22 @@ fn references_skip_comments() {
         "use crate::store::X; // not crate::daemon\n//! crate::plugin\nlet a = crate::query::f();";
     assert_eq!(references(text), vec!["store", "query"]);
 }
+
+#[test]
+fn the_documented_stage_order_is_the_checked_one() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"),
+    )
+    .expect("docs/architecture.md");
+    // Rows of the stage table: `| 1 | `store` | … |`.
+    let documented: Vec<&str> = doc
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.split('|').map(str::trim).skip(1);
+            let number = cells.next()?;
+            let module = cells.next()?;
+            (number.parse::<usize>().is_ok()).then(|| module.trim_matches('`'))
+        })
+        .collect();
+    assert_eq!(documented, STAGES, "docs/architecture.md's stage table");
+}
