@@ -229,14 +229,19 @@ mod tests {
     use super::*;
     use bson::doc;
 
-    #[test]
-    fn rollup_documents_are_read_by_their_spec_and_dimensions() {
+    /// A live query of page views with one ad-hoc regex filter on country.
+    fn channel_query(pattern: &str) -> Result<ChannelQuery, ModelError> {
         let q: BuilderQuery = serde_json::from_value(serde_json::json!({
             "eventType": "page_view",
-            "adhocFilters": [{ "key": "country", "operator": "=~", "value": "^D|FR$" }]
+            "adhocFilters": [{ "key": "country", "operator": "=~", "value": pattern }]
         }))
         .unwrap();
-        let q = ChannelQuery::new(q, 15).unwrap();
+        ChannelQuery::new(q, 15)
+    }
+
+    #[test]
+    fn rollup_documents_are_read_by_their_spec_and_dimensions() {
+        let q = channel_query("^D|FR$").unwrap();
         let p = q
             .plan(1_733_756_400_000, &CollectionNames::default())
             .unwrap();
@@ -253,12 +258,7 @@ mod tests {
 
     #[test]
     fn regexes_live_panels_cannot_read_are_refused_up_front() {
-        let q: BuilderQuery = serde_json::from_value(serde_json::json!({
-            "eventType": "page_view",
-            "adhocFilters": [{ "key": "country", "operator": "=~", "value": "^(?!FR)" }]
-        }))
-        .unwrap();
-        let e = ChannelQuery::new(q, 15).unwrap_err();
+        let e = channel_query("^(?!FR)").unwrap_err();
         assert_eq!(e.path, "adhocFilters[0].value");
         assert!(e.reason.contains("turn live off"), "{e}");
     }

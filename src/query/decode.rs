@@ -69,6 +69,30 @@ fn binary<'a>(d: &'a Document, group: &str, key: &str) -> Option<&'a [u8]> {
     }
 }
 
+/// Several rollups in one bucket (coarser buckets, or one rollup per writer) add up.
+fn add_cell(grid: &mut Grid, key: GroupKey, t: i64, cell: Cell) {
+    grid.entry(key)
+        .or_default()
+        .entry(t)
+        .or_default()
+        .merge_first(cell);
+}
+
+/// The sketches of one kind a rollup document holds for `names` (the i-th
+/// read by `read(bytes, i)`); `None` where the document has none.
+fn sketches<T>(
+    d: &Document,
+    group: &str,
+    names: &[String],
+    read: impl Fn(&[u8], usize) -> Result<T, String>,
+) -> Result<Vec<Option<T>>, String> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| binary(d, group, name).map(|b| read(b, i)).transpose())
+        .collect()
+}
+
 /// Rows of the server-side `$group` (additive measures only).
 pub fn grid_from_groups(plan: &Plan, rows: &[Document]) -> Result<Grid, String> {
     let mut grid = Grid::new();
@@ -96,11 +120,7 @@ pub fn grid_from_groups(plan: &Plan, rows: &[Document]) -> Result<Grid, String> 
             closed: r.get_bool("final").unwrap_or(false),
             ..Cell::default()
         };
-        grid.entry(key)
-            .or_default()
-            .entry(t)
-            .or_default()
-            .merge_first(cell);
+        add_cell(&mut grid, key, t, cell);
     }
     Ok(grid)
 }
@@ -132,41 +152,18 @@ pub fn grid_from_documents(plan: &Plan, docs: &[Document]) -> Result<Grid, Strin
                     })
                 })
                 .collect(),
-            distinct: plan
-                .distinct
-                .iter()
-                .map(|k| {
-                    binary(d, "distinct", k)
-                        .map(Distinct::from_bytes)
-                        .transpose()
-                })
-                .collect::<Result<_, _>>()?,
-            quantiles: plan
-                .quantiles
-                .iter()
-                .map(|m| {
-                    binary(d, "quantiles", m)
-                        .map(Quantiles::from_bytes)
-                        .transpose()
-                })
-                .collect::<Result<_, _>>()?,
-            top_k: plan
-                .top_k
-                .iter()
-                .zip(&plan.top_k_sizes)
-                .map(|(a, k)| {
-                    binary(d, "topK", a)
-                        .map(|b| TopK::from_bytes(b, *k))
-                        .transpose()
-                })
-                .collect::<Result<_, _>>()?,
+            distinct: sketches(d, "distinct", &plan.distinct, |b, _| {
+                Distinct::from_bytes(b)
+            })?,
+            quantiles: sketches(d, "quantiles", &plan.quantiles, |b, _| {
+                Quantiles::from_bytes(b)
+            })?,
+            top_k: sketches(d, "topK", &plan.top_k, |b, i| {
+                TopK::from_bytes(b, plan.top_k_sizes[i])
+            })?,
             closed: d.get_bool("final").unwrap_or(false),
         };
-        grid.entry(key)
-            .or_default()
-            .entry(t)
-            .or_default()
-            .merge_first(cell);
+        add_cell(&mut grid, key, t, cell);
     }
     Ok(grid)
 }

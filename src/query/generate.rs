@@ -104,23 +104,20 @@ fn group_stage(plan: &Plan) -> Document {
     // `final` false if any rollup in the bucket is still partial (for the cache).
     let mut group =
         doc! { "_id": id, "count": { "$sum": "$metrics.count" }, "final": { "$min": "$final" } };
+    // Per metric: Σ sum, Σ count, min, max, named with the metric's index.
+    let parts = [
+        ("sum", "$sum", "sum"),
+        ("n", "$sum", "count"),
+        ("min", "$min", "min"),
+        ("max", "$max", "max"),
+    ];
     for (i, m) in plan.metrics.iter().enumerate() {
-        group.insert(
-            format!("sum{i}"),
-            doc! { "$sum": format!("$metrics.{m}.sum") },
-        );
-        group.insert(
-            format!("n{i}"),
-            doc! { "$sum": format!("$metrics.{m}.count") },
-        );
-        group.insert(
-            format!("min{i}"),
-            doc! { "$min": format!("$metrics.{m}.min") },
-        );
-        group.insert(
-            format!("max{i}"),
-            doc! { "$max": format!("$metrics.{m}.max") },
-        );
+        for (name, op, field) in parts {
+            group.insert(
+                format!("{name}{i}"),
+                doc! { op: format!("$metrics.{m}.{field}") },
+            );
+        }
     }
     doc! { "$group": group }
 }
@@ -296,22 +293,22 @@ mod tests {
     #[test]
     fn coarser_buckets_round_the_timestamp_down() {
         let q = builder(serde_json::json!({"eventType": "page_view", "groupBy": ["country"]}));
-        let p = plan(&q, &ctx(6 * 3_600_000, 300_000)).unwrap();
-        let stages = pipeline(&p);
-        let id = stages[1]
-            .get_document("$group")
+        let group_id = |range_ms: i64, interval_ms: i64| {
+            let p = plan(&q, &ctx(range_ms, interval_ms)).unwrap();
+            pipeline(&p)[1]
+                .get_document("$group")
+                .unwrap()
+                .get_document("_id")
+                .unwrap()
+                .clone()
+        };
+        let five_minutes = group_id(6 * 3_600_000, 300_000);
+        assert!(five_minutes
+            .get_document("t")
             .unwrap()
-            .get_document("_id")
-            .unwrap();
-        assert!(id.get_document("t").unwrap().contains_key("$subtract"));
-        assert_eq!(id.get_str("g0").unwrap(), "$dimensions.country");
-        let minute = plan(&q, &ctx(3_600_000, 60_000)).unwrap();
-        let stages = pipeline(&minute);
-        let id = stages[1]
-            .get_document("$group")
-            .unwrap()
-            .get_document("_id")
-            .unwrap();
-        assert_eq!(id.get_str("t").unwrap(), "$timestamp");
+            .contains_key("$subtract"));
+        assert_eq!(five_minutes.get_str("g0").unwrap(), "$dimensions.country");
+        let minute = group_id(3_600_000, 60_000);
+        assert_eq!(minute.get_str("t").unwrap(), "$timestamp");
     }
 }
