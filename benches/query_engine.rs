@@ -13,7 +13,7 @@ use mongopulse::query::cache::BucketCache;
 use mongopulse::query::model::{parse, BuilderQuery, Query};
 use mongopulse::query::plan::{plan, PlanContext, Retention};
 use mongopulse::query::run::{builder_frames, run_builder, Env};
-use mongopulse::query::{compute, frames};
+use mongopulse::query::{compute, decode, frames};
 use mongopulse::store::CollectionNames;
 
 const T0: i64 = 1_733_702_400_000; // 2024-12-09T00:00:00Z
@@ -64,7 +64,7 @@ fn frames_bench(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("rows_to_frames", |b| {
         b.iter(|| {
-            let grid = compute::grid_from_groups(&p, &rows).expect("grid");
+            let grid = decode::grid_from_groups(&p, &rows).expect("grid");
             let series = compute::series(&q, &p, &grid, p.from_ms);
             let fs = frames::timeseries(&series, frames::metadata(None, &[])).expect("frames");
             let checked: Vec<_> = fs.iter().map(|f| f.check().expect("valid")).collect();

@@ -102,10 +102,9 @@ fn references_skip_comments() {
 
 #[test]
 fn the_documented_stage_order_is_the_checked_one() {
-    let doc = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"),
-    )
-    .expect("docs/architecture.md");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+            .expect("docs/architecture.md");
     // Rows of the stage table: `| 1 | `store` | … |`.
     let documented: Vec<&str> = doc
         .lines()

@@ -4,20 +4,19 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use bson::{Bson, Document};
+use bson::Document;
 use grafana_plugin_sdk::data::Frame;
 use mongodb::Database;
-use regex::Regex;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::feed::{FeedEvent, FeedGuard};
-use crate::query::compute;
 use crate::query::execute::aggregate;
-use crate::query::frames;
+use crate::query::filter::{compile_regex, CompiledFilter};
 use crate::query::model::{BuilderQuery, Format, Granularity, ModelError};
 use crate::query::plan::{plan, Plan, PlanContext, Retention};
+use crate::query::{compute, decode, frames, generate};
 use crate::store::CollectionNames;
 
 /// The channel path of a live query: a hash of the query, so equal panels share a channel.
@@ -89,109 +88,6 @@ impl ChannelQuery {
     }
 }
 
-/// MongoDB runs `$regex` with PCRE; a live channel runs it with the `regex`
-/// crate, whose syntax is PCRE's less lookaround and backreferences. A pattern
-/// the crate cannot read is refused when the live query is made, so a live
-/// panel never shows other series than the same panel not live.
-fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    Regex::new(pattern).map_err(|e| {
-        format!(
-            "the regular expression '{pattern}' cannot be applied to a live panel ({}); \
-             live panels read regular expressions without lookaround or backreferences: \
-             simplify it, or turn live off",
-            e.to_string().lines().last().unwrap_or("invalid")
-        )
-    })
-}
-
-/// The plan's `$match` (minus time) as a channel applies it to the rollup
-/// documents its change stream delivers, with MongoDB's meaning for each
-/// operator the planner writes.
-pub struct ChannelFilter {
-    filter: Document,
-    regexes: HashMap<String, Regex>,
-}
-
-impl ChannelFilter {
-    pub fn new(filter: Document) -> Result<ChannelFilter, String> {
-        let mut regexes = HashMap::new();
-        collect_regexes(&Bson::Document(filter.clone()), &mut regexes)?;
-        Ok(ChannelFilter { filter, regexes })
-    }
-
-    /// Whether a rollup document belongs to the channel.
-    pub fn matches(&self, d: &Document) -> bool {
-        self.document_matches(&self.filter, d)
-    }
-
-    fn document_matches(&self, filter: &Document, d: &Document) -> bool {
-        filter.iter().all(|(k, cond)| match k.as_str() {
-            "timestamp" => true,
-            "$and" => cond.as_array().is_some_and(|a| {
-                a.iter()
-                    .all(|c| c.as_document().is_some_and(|c| self.document_matches(c, d)))
-            }),
-            path => self.field_matches(cond, lookup(d, path)),
-        })
-    }
-
-    fn field_matches(&self, cond: &Bson, value: Option<&Bson>) -> bool {
-        let s = value.and_then(Bson::as_str);
-        match cond {
-            Bson::Document(ops) => ops.iter().all(|(op, arg)| match op.as_str() {
-                "$in" => arg
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x.as_str() == s && s.is_some())),
-                "$nin" => arg
-                    .as_array()
-                    .is_some_and(|a| !a.iter().any(|x| x.as_str() == s && s.is_some())),
-                "$ne" => arg.as_str() != s,
-                // A missing or non-string field never matches a regex (MongoDB).
-                "$regex" => match (arg.as_str().and_then(|p| self.regexes.get(p)), s) {
-                    (Some(re), Some(v)) => re.is_match(v),
-                    _ => false,
-                },
-                "$not" => !self.field_matches(arg, value),
-                _ => false,
-            }),
-            other => other.as_str().is_some() && other.as_str() == s,
-        }
-    }
-}
-
-fn collect_regexes(b: &Bson, out: &mut HashMap<String, Regex>) -> Result<(), String> {
-    match b {
-        Bson::Document(d) => {
-            for (k, v) in d {
-                match (k.as_str(), v) {
-                    ("$regex", Bson::String(p)) => {
-                        if !out.contains_key(p) {
-                            out.insert(p.clone(), compile_regex(p)?);
-                        }
-                    }
-                    _ => collect_regexes(v, out)?,
-                }
-            }
-        }
-        Bson::Array(a) => a.iter().try_for_each(|x| collect_regexes(x, out))?,
-        _ => {}
-    }
-    Ok(())
-}
-
-fn lookup<'a>(d: &'a Document, path: &str) -> Option<&'a Bson> {
-    let mut cur = d;
-    let mut parts = path.split('.').peekable();
-    while let Some(p) = parts.next() {
-        let v = cur.get(p)?;
-        if parts.peek().is_none() {
-            return Some(v);
-        }
-        cur = v.as_document()?;
-    }
-    None
-}
-
 /// The wide frame of the minutes `only` (all when `None`) from the documents held.
 fn frame(
     q: &ChannelQuery,
@@ -200,7 +96,7 @@ fn frame(
     only: Option<&BTreeSet<i64>>,
 ) -> Result<Frame, String> {
     let rows: Vec<Document> = docs.values().cloned().collect();
-    let grid = compute::grid_from_documents(plan, &rows)?;
+    let grid = decode::grid_from_documents(plan, &rows)?;
     let mut series = compute::series(&q.query, plan, &grid, plan.from_ms);
     if let Some(only) = only {
         for s in &mut series {
@@ -216,10 +112,8 @@ async fn load(
     plan: &Plan,
     max_time: Duration,
 ) -> Result<HashMap<String, Document>, String> {
-    let Some(filter) = plan.pipeline.first().cloned() else {
-        return Ok(HashMap::new());
-    };
-    let fetched = aggregate(db, &plan.collection, vec![filter], max_time, 200_000)
+    let stages = vec![generate::match_stage(plan)];
+    let fetched = aggregate(db, &plan.collection, stages, max_time, 200_000)
         .await
         .map_err(|e| e.to_string())?;
     Ok(fetched
@@ -227,6 +121,13 @@ async fn load(
         .into_iter()
         .filter_map(|d| d.get("_id").map(|id| (id.to_string(), d.clone())))
         .collect())
+}
+
+/// Whether a rollup document the change stream delivers is one of the channel's.
+fn belongs(filter: &CompiledFilter, d: &Document) -> bool {
+    let no_dimensions = Document::new();
+    let dimensions = d.get_document("dimensions").unwrap_or(&no_dimensions);
+    filter.matches(d.get_str("spec").ok(), dimensions)
 }
 
 pub struct Runner {
@@ -252,13 +153,8 @@ pub async fn run_channel(
             return;
         }
     };
-    let filter = match ChannelFilter::new(
-        plan.pipeline
-            .first()
-            .and_then(|s| s.get_document("$match").ok())
-            .cloned()
-            .unwrap_or_default(),
-    ) {
+    // The query's filter does not move with the window: compiled once.
+    let filter = match CompiledFilter::new(&plan.filter) {
         Ok(f) => f,
         Err(e) => {
             let _ = out.send(Err(e)).await;
@@ -284,7 +180,7 @@ pub async fn run_channel(
             _ = out.closed() => return,
             event = feed.events.recv() => match event {
                 Ok(FeedEvent::Doc(d)) => {
-                    if d.get_str("granularity").ok() != Some("minute") || !filter.matches(&d) {
+                    if d.get_str("granularity").ok() != Some("minute") || !belongs(&filter, &d) {
                         continue;
                     }
                     let Ok(t) = d.get_datetime("timestamp").map(|t| t.timestamp_millis()) else { continue };
@@ -333,44 +229,36 @@ mod tests {
     use super::*;
     use bson::doc;
 
+    /// A live query of page views with one ad-hoc regex filter on country.
+    fn channel_query(pattern: &str) -> Result<ChannelQuery, ModelError> {
+        let q: BuilderQuery = serde_json::from_value(serde_json::json!({
+            "eventType": "page_view",
+            "adhocFilters": [{ "key": "country", "operator": "=~", "value": pattern }]
+        }))
+        .unwrap();
+        ChannelQuery::new(q, 15)
+    }
+
     #[test]
-    fn documents_are_matched_like_mongodb_would() {
-        let d = doc! { "spec": "default", "dimensions": { "eventType": "page_view", "country": "FR", "browser": "Chrome" } };
-        let f = |m: Document| ChannelFilter::new(m).unwrap().matches(&d);
-        assert!(f(
-            doc! { "spec": "default", "dimensions.eventType": "page_view" }
-        ));
-        assert!(!f(doc! { "spec": "other" }));
-        assert!(f(doc! { "dimensions.country": { "$in": ["DE", "FR"] } }));
-        assert!(!f(doc! { "dimensions.country": { "$nin": ["FR"] } }));
-        assert!(f(doc! { "dimensions.browser": { "$regex": "^Chr" } }));
-        assert!(!f(doc! { "dimensions.browser": { "$regex": "^Fire" } }));
-        assert!(f(
-            doc! { "$and": [ { "dimensions.country": { "$ne": "US" } } ] }
-        ));
-        assert!(!f(doc! { "dimensions.city": "Paris" }));
-        // A regex is a regex, not a prefix of its literal start.
-        assert!(f(doc! { "dimensions.country": { "$regex": "^D|FR$" } }));
-        assert!(f(doc! { "dimensions.browser": { "$regex": "rom" } }));
-        assert!(!f(doc! { "dimensions.browser": { "$regex": "^Chr.*x" } }));
-        assert!(f(
-            doc! { "dimensions.browser": { "$not": { "$regex": "^Chr.*x" } } }
-        ));
-        assert!(
-            !f(doc! { "dimensions.city": { "$regex": "." } }),
-            "missing field"
-        );
-        assert!(f(doc! { "dimensions.city": { "$not": { "$regex": "." } } }));
+    fn rollup_documents_are_read_by_their_spec_and_dimensions() {
+        let q = channel_query("^D|FR$").unwrap();
+        let p = q
+            .plan(1_733_756_400_000, &CollectionNames::default())
+            .unwrap();
+        let f = CompiledFilter::new(&p.filter).unwrap();
+        let d = |country: &str| doc! { "spec": "default", "granularity": "minute", "dimensions": { "eventType": "page_view", "country": country } };
+        assert!(belongs(&f, &d("FR")));
+        assert!(belongs(&f, &d("DE")));
+        assert!(!belongs(&f, &d("US")));
+        assert!(!belongs(&f, &doc! { "spec": "default" }), "no dimensions");
+        let mut other_spec = d("FR");
+        other_spec.insert("spec", "other");
+        assert!(!belongs(&f, &other_spec));
     }
 
     #[test]
     fn regexes_live_panels_cannot_read_are_refused_up_front() {
-        let q: BuilderQuery = serde_json::from_value(serde_json::json!({
-            "eventType": "page_view",
-            "adhocFilters": [{ "key": "country", "operator": "=~", "value": "^(?!FR)" }]
-        }))
-        .unwrap();
-        let e = ChannelQuery::new(q, 15).unwrap_err();
+        let e = channel_query("^(?!FR)").unwrap_err();
         assert_eq!(e.path, "adhocFilters[0].value");
         assert!(e.reason.contains("turn live off"), "{e}");
     }

@@ -16,8 +16,8 @@ use super::MongoPulsePlugin;
 use crate::query::execute::{aggregate, ExecError};
 use crate::query::model::{self, AnnotationsQuery, Query, VariableKind, VariableQuery};
 use crate::query::plan::PlanContext;
-use crate::query::run::{builder_frames, run_builder, Env, RunError};
-use crate::query::{frames, metadata, pipeline};
+use crate::query::run::{builder_frames, run_builder, run_pipeline, Env, RunError};
+use crate::query::{frames, metadata};
 
 #[derive(Debug, Error)]
 #[error("{message}")]
@@ -152,6 +152,14 @@ async fn run_query(
     let interval_ms = q.interval.as_millis() as i64;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let max_time = settings.query_timeout;
+    let ctx = PlanContext {
+        from_ms,
+        to_ms,
+        interval_ms,
+        now_ms,
+        retention: settings.retention.clone(),
+        collections: settings.collections.clone(),
+    };
     let frames = match query {
         Query::Builder(b) => {
             let env = Env {
@@ -163,14 +171,6 @@ async fn run_query(
                 horizon_ms: settings.cache_horizon.as_millis() as i64,
                 max_rows: 500_000,
                 max_series: 1_000,
-            };
-            let ctx = PlanContext {
-                from_ms,
-                to_ms,
-                interval_ms,
-                now_ms,
-                retention: settings.retention.clone(),
-                collections: settings.collections.clone(),
             };
             if from_alert
                 && b.measures
@@ -189,24 +189,9 @@ async fn run_query(
             }
             frames
         }
-        Query::Pipeline(p) => {
-            let stages = pipeline::prepare(&p, &settings.collections, from_ms, to_ms, interval_ms)
-                .map_err(|e| run_error(&ref_id, RunError::Model(e)))?;
-            let executed = crate::query::plan::pipeline_text(&p.collection, &stages);
-            let fetched = aggregate(&db, &p.collection, stages, max_time, 100_000)
-                .await
-                .map_err(|e| run_error(&ref_id, e.into()))?;
-            let mut notices = Vec::new();
-            if fetched.truncated {
-                notices.push((
-                    grafana_plugin_sdk::data::Severity::Warning,
-                    "results cut at 100,000 rows: add a $limit or narrow the range".to_string(),
-                ));
-            }
-            let frame = pipeline::frame(&p, fetched.rows)
-                .map_err(|e| run_error(&ref_id, RunError::Model(e)))?;
-            vec![frame.with_metadata(frames::metadata(Some(executed), &notices))]
-        }
+        Query::Pipeline(p) => run_pipeline(&db, max_time, &p, &ctx)
+            .await
+            .map_err(|e| run_error(&ref_id, e))?,
         Query::Variable(v) => variable_frames(&db, instance, &v, from_ms, to_ms, max_time)
             .await
             .map_err(|e| run_error(&ref_id, e))?,
@@ -344,10 +329,4 @@ async fn annotation_frames(
         .with_field(field(&StringArray::from(text), "text")?)
         .with_field(field(&StringArray::from(tags), "tags")?);
     Ok(vec![frame])
-}
-
-impl From<ExecError> for RunError {
-    fn from(e: ExecError) -> Self {
-        RunError::Exec(e)
-    }
 }

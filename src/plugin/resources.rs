@@ -195,17 +195,20 @@ impl backend::ResourceService for MongoPulsePlugin {
                 };
                 match model::parse(&body) {
                     Ok(Query::Builder(q)) => match plan(&q, &ctx) {
-                        Ok(pl) => reply(
-                            StatusCode::OK,
-                            json!({
-                                "collection": pl.collection,
-                                "level": pl.level.name(),
-                                "bucketMs": pl.bucket_ms,
-                                "strategy": pl.strategy,
-                                "pipeline": pl.pipeline.iter().map(|d| bson::Bson::Document(d.clone()).into_relaxed_extjson()).collect::<Vec<_>>(),
-                                "text": crate::query::plan::pipeline_text(&pl.collection, &pl.pipeline),
-                            }),
-                        ),
+                        Ok(pl) => {
+                            let pipeline = crate::query::generate::pipeline(&pl);
+                            reply(
+                                StatusCode::OK,
+                                json!({
+                                    "collection": pl.collection,
+                                    "level": pl.level.name(),
+                                    "bucketMs": pl.bucket_ms,
+                                    "strategy": pl.strategy,
+                                    "pipeline": pipeline.iter().map(|d| bson::Bson::Document(d.clone()).into_relaxed_extjson()).collect::<Vec<_>>(),
+                                    "text": crate::query::execute::pipeline_text(&pl.collection, &pipeline),
+                                }),
+                            )
+                        }
                         Err(e) => reply(
                             StatusCode::BAD_REQUEST,
                             json!({ "error": e.to_string(), "field": e.path }),

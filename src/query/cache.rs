@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::compute::{Cell, Grid};
+use super::grid::{Cell, Grid};
 
 struct Entry {
     grid: Grid,

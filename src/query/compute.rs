@@ -1,254 +1,15 @@
-//! From fetched rows to series, a pure function: rows are re-bucketed and
-//! merged per group (counts and sums add, sketches merge), then each measure
-//! is evaluated per bucket, with top-N, moving windows, fill and names.
+//! Measure maths, pure. In: a builder query, its plan and the grid of cells
+//! per group and bucket. Out: series — each measure evaluated per bucket, with
+//! top-N (the rest merged into "other"), moving windows, fill and names —
+//! totals over a range, top-K lists, and a comparison's series moved onto the
+//! panel's time axis.
 
 use std::collections::BTreeMap;
 
-use bson::{Bson, Document};
-
+use super::grid::{merge_opt, Cell, Grid, GroupKey};
 use super::model::{BuilderQuery, Fill, MeasureKind};
 use super::plan::Plan;
-use crate::rollup::aggregate::Stats;
-use crate::rollup::sketch::{Distinct, Quantiles, TopK};
-
-/// Group-by values of a series, in `groupBy` order (`None`: dimension absent).
-pub type GroupKey = Vec<Option<String>>;
-
-/// Everything known about one bucket of one group.
-#[derive(Clone, Debug, Default)]
-pub struct Cell {
-    pub count: u64,
-    /// Aligned with `Plan::metrics`.
-    pub metrics: Vec<Option<Stats>>,
-    pub distinct: Vec<Option<Distinct>>,
-    pub quantiles: Vec<Option<Quantiles>>,
-    pub top_k: Vec<Option<TopK>>,
-    /// False when a contributing rollup was partial (the bucket may still change).
-    pub closed: bool,
-}
-
-fn merge_opt<T: Clone>(a: &mut Option<T>, b: &Option<T>, merge: impl Fn(&mut T, &T)) {
-    match (a.as_mut(), b) {
-        (_, None) => {}
-        (None, Some(x)) => *a = Some(x.clone()),
-        (Some(x), Some(y)) => merge(x, y),
-    }
-}
-
-fn merge_vec<T: Clone>(a: &mut Vec<Option<T>>, b: &[Option<T>], merge: impl Fn(&mut T, &T) + Copy) {
-    if a.len() < b.len() {
-        a.resize(b.len(), None);
-    }
-    for (x, y) in a.iter_mut().zip(b) {
-        merge_opt(x, y, merge);
-    }
-}
-
-impl Cell {
-    pub fn merge(&mut self, o: &Cell) {
-        self.count += o.count;
-        merge_vec(&mut self.metrics, &o.metrics, |x, y| {
-            x.sum += y.sum;
-            x.min = x.min.min(y.min);
-            x.max = x.max.max(y.max);
-            x.count += y.count;
-        });
-        merge_vec(&mut self.distinct, &o.distinct, |x, y| x.merge(y));
-        merge_vec(&mut self.quantiles, &o.quantiles, |x, y| {
-            let _ = x.merge(y);
-        });
-        merge_vec(&mut self.top_k, &o.top_k, |x, y| x.merge(y));
-        self.closed &= o.closed;
-    }
-
-    /// Approximate bytes held, for the cache's memory bound.
-    pub fn size(&self) -> usize {
-        64 + self.metrics.len() * 40
-            + self
-                .distinct
-                .iter()
-                .flatten()
-                .map(Distinct::heap_size)
-                .sum::<usize>()
-            + self
-                .quantiles
-                .iter()
-                .flatten()
-                .map(Quantiles::heap_size)
-                .sum::<usize>()
-            + self
-                .top_k
-                .iter()
-                .flatten()
-                .map(TopK::heap_size)
-                .sum::<usize>()
-    }
-}
-
-/// Cells by group, then by bucket start.
-pub type Grid = BTreeMap<GroupKey, BTreeMap<i64, Cell>>;
-
-fn number(v: Option<&Bson>) -> Option<f64> {
-    match v? {
-        Bson::Int32(i) => Some(*i as f64),
-        Bson::Int64(i) => Some(*i as f64),
-        Bson::Double(f) => Some(*f),
-        Bson::Decimal128(d) => d.to_string().parse().ok(),
-        _ => None,
-    }
-}
-
-fn text(v: Option<&Bson>) -> Option<String> {
-    match v? {
-        Bson::String(s) => Some(s.clone()),
-        Bson::Null | Bson::Undefined => None,
-        other => Some(other.to_string()),
-    }
-}
-
-fn millis(v: Option<&Bson>) -> Result<i64, String> {
-    match v {
-        Some(Bson::DateTime(d)) => Ok(d.timestamp_millis()),
-        Some(Bson::Int64(i)) => Ok(*i),
-        other => Err(format!(
-            "a rollup bucket has no usable timestamp ({other:?})"
-        )),
-    }
-}
-
-fn binary<'a>(d: &'a Document, group: &str, key: &str) -> Option<&'a [u8]> {
-    match d
-        .get_document("sketches")
-        .ok()?
-        .get_document(group)
-        .ok()?
-        .get(key)?
-    {
-        Bson::Binary(b) => Some(&b.bytes),
-        _ => None,
-    }
-}
-
-/// Rows of the server-side `$group` (additive measures only).
-pub fn grid_from_groups(plan: &Plan, rows: &[Document]) -> Result<Grid, String> {
-    let mut grid = Grid::new();
-    for r in rows {
-        let id = r
-            .get_document("_id")
-            .map_err(|e| format!("unexpected row: {e}"))?;
-        let t = plan.bucket_start(millis(id.get("t"))?);
-        let key: GroupKey = (0..plan.group_by.len())
-            .map(|i| text(id.get(format!("g{i}"))))
-            .collect();
-        let cell = Cell {
-            count: number(r.get("count")).unwrap_or(0.0) as u64,
-            metrics: (0..plan.metrics.len())
-                .map(|i| {
-                    let n = number(r.get(format!("n{i}"))).unwrap_or(0.0) as u64;
-                    (n > 0).then(|| Stats {
-                        sum: number(r.get(format!("sum{i}"))).unwrap_or(0.0),
-                        min: number(r.get(format!("min{i}"))).unwrap_or(f64::NAN),
-                        max: number(r.get(format!("max{i}"))).unwrap_or(f64::NAN),
-                        count: n,
-                    })
-                })
-                .collect(),
-            closed: r.get_bool("final").unwrap_or(false),
-            ..Cell::default()
-        };
-        grid.entry(key)
-            .or_default()
-            .entry(t)
-            .or_default()
-            .merge_first(cell);
-    }
-    Ok(grid)
-}
-
-impl Cell {
-    /// Merges into a cell that may be empty (then takes `o` as it is).
-    fn merge_first(&mut self, o: Cell) {
-        if self.count == 0
-            && self.metrics.is_empty()
-            && self.distinct.is_empty()
-            && self.quantiles.is_empty()
-            && self.top_k.is_empty()
-        {
-            *self = o;
-        } else {
-            self.merge(&o);
-        }
-    }
-}
-
-/// Rollup documents fetched as they are: re-bucketed and merged here.
-pub fn grid_from_documents(plan: &Plan, docs: &[Document]) -> Result<Grid, String> {
-    let mut grid = Grid::new();
-    for d in docs {
-        let t = plan.bucket_start(millis(d.get("timestamp"))?);
-        let dims = d.get_document("dimensions").ok();
-        let key: GroupKey = plan
-            .group_by
-            .iter()
-            .map(|g| text(dims.and_then(|x| x.get(g))))
-            .collect();
-        let metrics = d.get_document("metrics").ok();
-        let cell = Cell {
-            count: number(metrics.and_then(|m| m.get("count"))).unwrap_or(0.0) as u64,
-            metrics: plan
-                .metrics
-                .iter()
-                .map(|m| {
-                    let s = metrics?.get_document(m).ok()?;
-                    Some(Stats {
-                        sum: number(s.get("sum"))?,
-                        min: number(s.get("min"))?,
-                        max: number(s.get("max"))?,
-                        count: number(s.get("count"))? as u64,
-                    })
-                })
-                .collect(),
-            distinct: plan
-                .distinct
-                .iter()
-                .map(|k| {
-                    binary(d, "distinct", k)
-                        .map(Distinct::from_bytes)
-                        .transpose()
-                        .map_err(|e| e.to_string())
-                })
-                .collect::<Result<_, _>>()?,
-            quantiles: plan
-                .quantiles
-                .iter()
-                .map(|m| {
-                    binary(d, "quantiles", m)
-                        .map(Quantiles::from_bytes)
-                        .transpose()
-                        .map_err(|e| e.to_string())
-                })
-                .collect::<Result<_, _>>()?,
-            top_k: plan
-                .top_k
-                .iter()
-                .zip(&plan.top_k_sizes)
-                .map(|(a, k)| {
-                    binary(d, "topK", a)
-                        .map(|b| TopK::from_bytes(b, *k))
-                        .transpose()
-                        .map_err(|e| e.to_string())
-                })
-                .collect::<Result<_, _>>()?,
-            closed: d.get_bool("final").unwrap_or(false),
-        };
-        grid.entry(key)
-            .or_default()
-            .entry(t)
-            .or_default()
-            .merge_first(cell);
-    }
-    Ok(grid)
-}
+use crate::rollup::sketch::TopK;
 
 /// One line on a chart.
 #[derive(Clone, Debug, PartialEq)]
@@ -357,6 +118,29 @@ pub fn top_n(q: &BuilderQuery, plan: &Plan, grid: Grid) -> Grid {
             vec![Some(OTHER.to_string()); plan.group_by.len().max(1)],
             other,
         );
+    }
+    out
+}
+
+/// A comparison's grid cut to the groups the panel shows: top-N ranks the
+/// main period only, and the groups it merged into "other" there go into
+/// "other" here too (or are dropped when the panel shows no "other").
+pub fn keep_shown_groups(shown: &Grid, earlier: Grid, group_by_len: usize) -> Grid {
+    let shows_other = shown
+        .keys()
+        .any(|k| k.iter().all(|v| v.as_deref() == Some(OTHER)));
+    let mut out = Grid::new();
+    for (k, cells) in earlier {
+        if shown.contains_key(&k) {
+            out.insert(k, cells);
+        } else if shows_other {
+            let other = out
+                .entry(vec![Some(OTHER.to_string()); group_by_len.max(1)])
+                .or_default();
+            for (t, c) in cells {
+                other.entry(t).or_default().merge(&c);
+            }
+        }
     }
     out
 }
@@ -597,4 +381,131 @@ pub fn shift(mut series: Vec<Series>, shift_ms: i64, label: &str) -> Vec<Series>
         s.name = format!("{} ({label})", s.name);
     }
     series
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::plan::plan;
+    use crate::query::testing::{builder, ctx, NOW};
+
+    fn cell(count: u64) -> Cell {
+        Cell {
+            count,
+            closed: true,
+            ..Cell::default()
+        }
+    }
+
+    fn group(country: &str) -> GroupKey {
+        vec![Some(country.to_string())]
+    }
+
+    /// One hour of minutes; FR has 3 events in the first and last minute, DE 1, US 2 in the last.
+    fn setup(extra: serde_json::Value) -> (BuilderQuery, Plan, Grid) {
+        let mut v = serde_json::json!({"eventType": "page_view", "groupBy": ["country"]});
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        let q = builder(v);
+        let p = plan(&q, &ctx(3_600_000, 60_000)).unwrap();
+        let last = NOW - 60_000;
+        let mut grid = Grid::new();
+        grid.insert(
+            group("FR"),
+            [(p.panel_start(), cell(3)), (last, cell(3))].into(),
+        );
+        grid.insert(group("DE"), [(last, cell(1))].into());
+        grid.insert(group("US"), [(last, cell(2))].into());
+        (q, p, grid)
+    }
+
+    fn points(series: &[Series], country: &str) -> Vec<Option<f64>> {
+        series
+            .iter()
+            .find(|s| s.labels.get("country").map(String::as_str) == Some(country))
+            .map(|s| s.points.iter().map(|p| p.1).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_bucket_gets_a_point_and_fill_says_what_empty_ones_show() {
+        let (q, p, grid) = setup(serde_json::json!({}));
+        let s = series(&q, &p, &grid, p.panel_start());
+        assert_eq!(s.len(), 3);
+        let fr = points(&s, "FR");
+        assert_eq!(fr.len(), 60);
+        assert_eq!((fr[0], fr[1], fr[59]), (Some(3.0), None, Some(3.0)));
+        let (q, p, grid) = setup(serde_json::json!({"fill": "zero"}));
+        assert_eq!(
+            points(&series(&q, &p, &grid, p.panel_start()), "DE")[0],
+            Some(0.0)
+        );
+        let (q, p, grid) = setup(serde_json::json!({"fill": "previous"}));
+        assert_eq!(
+            points(&series(&q, &p, &grid, p.panel_start()), "FR")[30],
+            Some(3.0)
+        );
+    }
+
+    #[test]
+    fn a_moving_window_merges_the_buckets_before() {
+        let (q, p, grid) = setup(serde_json::json!({
+            "measures": [{"type": "count", "window": {"minutes": 60}}]
+        }));
+        let s = series(&q, &p, &grid, p.panel_start());
+        let fr = points(&s, "FR");
+        assert_eq!((fr[0], fr[30], fr[59]), (Some(3.0), Some(3.0), Some(6.0)));
+    }
+
+    #[test]
+    fn top_n_keeps_the_largest_and_merges_the_rest_into_other() {
+        let (q, p, grid) =
+            setup(serde_json::json!({"topN": {"limit": 1, "measure": 0, "other": true}}));
+        let top = top_n(&q, &p, grid);
+        let keys: Vec<&GroupKey> = top.keys().collect();
+        assert_eq!(keys, [&group("FR"), &group(OTHER)]);
+        assert_eq!(top[&group(OTHER)][&(NOW - 60_000)].count, 3);
+        let (q, p, grid) =
+            setup(serde_json::json!({"topN": {"limit": 1, "measure": 0, "other": false}}));
+        assert_eq!(top_n(&q, &p, grid).len(), 1);
+    }
+
+    #[test]
+    fn a_comparison_keeps_the_groups_shown() {
+        let (_, _, earlier) = setup(serde_json::json!({}));
+        let mut shown = Grid::new();
+        shown.insert(group("US"), BTreeMap::new());
+        let kept = keep_shown_groups(&shown, earlier.clone(), 1);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), [&group("US")]);
+        shown.insert(group(OTHER), BTreeMap::new());
+        let kept = keep_shown_groups(&shown, earlier, 1);
+        assert_eq!(kept[&group(OTHER)][&(NOW - 60_000)].count, 4);
+    }
+
+    #[test]
+    fn totals_are_of_the_whole_range() {
+        let (q, p, grid) = setup(serde_json::json!({}));
+        let t = totals(&q, &p, &grid, p.from_ms, p.to_ms);
+        let fr = t
+            .iter()
+            .find(|x| x.1.get("country").map(String::as_str) == Some("FR"));
+        assert_eq!(fr.map(|x| x.2), Some(Some(6.0)));
+        let late = totals(&q, &p, &grid, NOW - 60_000, p.to_ms);
+        assert_eq!(late.iter().map(|x| x.2.unwrap_or(0.0)).sum::<f64>(), 6.0);
+    }
+
+    #[test]
+    fn a_shifted_series_moves_onto_the_panel_axis_with_its_label() {
+        let (q, p, grid) = setup(serde_json::json!({"alias": "{{country}} {{measure}}"}));
+        let s = series(&q, &p, &grid, p.panel_start());
+        let first = s[0].points[0].0;
+        let moved = shift(s, 86_400_000, "-1d");
+        assert_eq!(moved[0].points[0].0, first + 86_400_000);
+        assert_eq!(
+            moved[0].labels.get("compare").map(String::as_str),
+            Some("-1d")
+        );
+        assert_eq!(moved[0].name, "DE count (-1d)");
+    }
 }

@@ -1,9 +1,11 @@
-//! Running pipelines: bounded by `maxTimeMS` and a row limit, with errors that
-//! say what to change.
+//! Execution. In: a collection and a final pipeline (generated from a plan, or
+//! a user's checked pipeline). Out: the documents MongoDB returns, bounded by
+//! `maxTimeMS` and a row limit, or an error that says what to change; and the
+//! pipeline as text, for the panel's query inspector.
 
 use std::time::Duration;
 
-use bson::Document;
+use bson::{Bson, Document};
 use futures_util::TryStreamExt;
 use mongodb::error::ErrorKind;
 use mongodb::Database;
@@ -74,4 +76,16 @@ pub async fn aggregate(
             seconds: max_time.as_secs_f64(),
         }),
     }
+}
+
+/// The pipeline as relaxed extended JSON, for `executedQueryString`.
+pub fn pipeline_text(collection: &str, pipeline: &[Document]) -> String {
+    let stages: Vec<serde_json::Value> = pipeline
+        .iter()
+        .map(|d| Bson::Document(d.clone()).into_relaxed_extjson())
+        .collect();
+    format!(
+        "db.{collection}.aggregate({})",
+        serde_json::to_string_pretty(&stages).unwrap_or_default()
+    )
 }

@@ -1,16 +1,13 @@
-//! Pipeline mode: a user's aggregation pipeline on one of the data source's
-//! collections, with time macros, refused if it could write or run JavaScript,
-//! and its results typed from BSON into columns of a stable order.
+//! Pipeline mode's checks. In: a user's aggregation pipeline (JSON text with
+//! time macros) and the collection it names. Out: the pipeline's stages as
+//! BSON, with the macros expanded to the panel's range, or a [`ModelError`]
+//! when it names another collection than the data source's, could write, or
+//! could run JavaScript. `run::run_pipeline` runs it; its rows become columns
+//! in `decode` and a frame in `frames`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use bson::{Bson, Document};
-use grafana_plugin_sdk::data::{ArrayRefIntoField, Field, Frame};
 
-use super::frames;
-use super::model::{Format, ModelError, PipelineQuery};
+use super::model::{ModelError, PipelineQuery};
 use crate::store::CollectionNames;
 
 /// Stages and operators that write or run code: refused.
@@ -211,223 +208,10 @@ pub fn expand_macros(
     Ok(out)
 }
 
-/// The Grafana field type a column becomes. Grafana's frame reader accepts
-/// only strings, numbers, booleans, times and JSON, so every BSON type maps to
-/// one of these (README, "Pipeline mode", has the table):
-///
-/// | BSON | field |
-/// |---|---|
-/// | double, decimal128 | float64 (a decimal beyond 15–17 significant digits is rounded) |
-/// | int32, int64 | int64 |
-/// | date | time |
-/// | timestamp | time (its seconds; the increment is dropped) |
-/// | bool | bool |
-/// | string, symbol | string |
-/// | ObjectId | string (24 hex digits) |
-/// | document, array | string holding relaxed Extended JSON |
-/// | binary | string (base64) |
-/// | regex | string `/pattern/options` |
-/// | min key, max key | string `MinKey`, `MaxKey` |
-/// | null, undefined, missing | null in the column's type |
-///
-/// A column whose rows mix types becomes a string column (ints and doubles
-/// mixed become float64).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Empty,
-    Int,
-    Float,
-    Time,
-    Bool,
-    Text,
-}
-
-fn kind_of(b: &Bson) -> Kind {
-    match b {
-        Bson::Null | Bson::Undefined => Kind::Empty,
-        Bson::Int32(_) | Bson::Int64(_) => Kind::Int,
-        Bson::Double(_) | Bson::Decimal128(_) => Kind::Float,
-        Bson::DateTime(_) | Bson::Timestamp(_) => Kind::Time,
-        Bson::Boolean(_) => Kind::Bool,
-        _ => Kind::Text,
-    }
-}
-
-fn widen(a: Kind, b: Kind) -> Kind {
-    match (a, b) {
-        (x, y) if x == y => x,
-        (Kind::Empty, y) | (y, Kind::Empty) => y,
-        (Kind::Int, Kind::Float) | (Kind::Float, Kind::Int) => Kind::Float,
-        _ => Kind::Text,
-    }
-}
-
-fn as_text(b: &Bson) -> Option<String> {
-    match b {
-        Bson::Null | Bson::Undefined => None,
-        Bson::String(s) | Bson::Symbol(s) | Bson::JavaScriptCode(s) => Some(s.clone()),
-        Bson::ObjectId(o) => Some(o.to_hex()),
-        Bson::Decimal128(d) => Some(d.to_string()),
-        Bson::DateTime(d) => d.try_to_rfc3339_string().ok(),
-        // bson's canonical Extended JSON already holds the base64 text.
-        Bson::Binary(_) => b.clone().into_canonical_extjson()["$binary"]["base64"]
-            .as_str()
-            .map(str::to_string),
-        Bson::RegularExpression(re) => Some(format!("/{}/{}", re.pattern, re.options)),
-        Bson::MinKey => Some("MinKey".into()),
-        Bson::MaxKey => Some("MaxKey".into()),
-        other => Some(other.clone().into_relaxed_extjson().to_string()),
-    }
-}
-
-fn as_i64(b: &Bson) -> Option<i64> {
-    match b {
-        Bson::Int32(i) => Some(i64::from(*i)),
-        Bson::Int64(i) => Some(*i),
-        _ => None,
-    }
-}
-
-fn as_f64(b: &Bson) -> Option<f64> {
-    match b {
-        Bson::Int32(i) => Some(f64::from(*i)),
-        Bson::Int64(i) => Some(*i as f64),
-        Bson::Double(f) => Some(*f),
-        // Decimal128's canonical text ("1.5E+3", "NaN", "-Infinity") is what
-        // Rust's float parser reads.
-        Bson::Decimal128(d) => d.to_string().parse().ok(),
-        _ => None,
-    }
-}
-
-fn as_time_ms(b: &Bson) -> Option<i64> {
-    match b {
-        Bson::DateTime(d) => Some(d.timestamp_millis()),
-        Bson::Timestamp(t) => Some(i64::from(t.time) * 1_000),
-        _ => None,
-    }
-}
-
-/// Rows flattened into columns: `_id` documents (from `$group`) become
-/// `_id.<key>` columns; the order is first appearance.
-pub fn columns(rows: &[Document]) -> Vec<(String, Vec<Bson>)> {
-    let mut order: Vec<String> = Vec::new();
-    let mut values: BTreeMap<String, Vec<Bson>> = BTreeMap::new();
-    for (i, row) in rows.iter().enumerate() {
-        let mut flat: Vec<(String, Bson)> = Vec::new();
-        for (k, v) in row {
-            match (k.as_str(), v) {
-                ("_id", Bson::Document(id)) => {
-                    flat.extend(id.iter().map(|(ik, iv)| (format!("_id.{ik}"), iv.clone())))
-                }
-                _ => flat.push((k.clone(), v.clone())),
-            }
-        }
-        for (k, v) in flat {
-            let col = values.entry(k.clone()).or_insert_with(|| {
-                order.push(k.clone());
-                vec![Bson::Null; i]
-            });
-            col.push(v);
-        }
-        for col in values.values_mut() {
-            if col.len() < i + 1 {
-                col.push(Bson::Null);
-            }
-        }
-    }
-    order
-        .into_iter()
-        .map(|k| {
-            let v = values.remove(&k).unwrap_or_default();
-            (k, v)
-        })
-        .collect()
-}
-
-fn typed_field(name: &str, cells: &[Bson]) -> Result<Field, String> {
-    let kind = cells.iter().map(kind_of).fold(Kind::Empty, widen);
-    let array: ArrayRef = match kind {
-        Kind::Int => Arc::new(Int64Array::from(
-            cells.iter().map(as_i64).collect::<Vec<_>>(),
-        )),
-        Kind::Float => Arc::new(Float64Array::from(
-            cells.iter().map(as_f64).collect::<Vec<_>>(),
-        )),
-        Kind::Time => {
-            let times: Vec<Option<i64>> = cells.iter().map(as_time_ms).collect();
-            return frames::time_field(name, &times);
-        }
-        Kind::Bool => Arc::new(BooleanArray::from(
-            cells.iter().map(Bson::as_bool).collect::<Vec<_>>(),
-        )),
-        Kind::Text | Kind::Empty => Arc::new(StringArray::from(
-            cells.iter().map(as_text).collect::<Vec<_>>(),
-        )),
-    };
-    (array.as_ref() as &dyn Array)
-        .try_into_field(name)
-        .map_err(|e| format!("column {name}: {e}"))
-}
-
-/// One frame of the rows; for time series the time column comes first and rows are sorted by it.
-pub fn frame(q: &PipelineQuery, rows: Vec<Document>) -> Result<Frame, ModelError> {
-    let mut cols = columns(&rows);
-    if q.format == Format::Timeseries && !cols.is_empty() {
-        let time = match &q.time_field {
-            Some(t) => cols.iter().position(|(k, _)| k == t).ok_or_else(|| {
-                ModelError::new(
-                    "timeField",
-                    format!(
-                        "the results have no column '{t}' (columns: {})",
-                        cols.iter()
-                            .map(|c| c.0.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-            })?,
-            None => cols
-                .iter()
-                .position(|(_, v)| v.iter().any(|b| matches!(b, Bson::DateTime(_))))
-                .ok_or_else(|| {
-                    ModelError::new(
-                        "timeField",
-                        "no column holds dates: set timeField, or use format table",
-                    )
-                })?,
-        };
-        if !cols[time].1.iter().all(|b| matches!(b, Bson::DateTime(_))) {
-            return Err(ModelError::new(
-                "timeField",
-                format!("column '{}' does not hold dates in every row", cols[time].0),
-            ));
-        }
-        let c = cols.remove(time);
-        cols.insert(0, c);
-        let mut idx: Vec<usize> = (0..rows.len()).collect();
-        idx.sort_by_key(|i| {
-            cols[0].1[*i]
-                .as_datetime()
-                .map(|d| d.timestamp_millis())
-                .unwrap_or(i64::MIN)
-        });
-        for (_, v) in cols.iter_mut() {
-            *v = idx.iter().map(|i| v[*i].clone()).collect();
-        }
-    }
-    let mut frame = Frame::new(q.collection.clone());
-    for (name, cells) in &cols {
-        frame =
-            frame.with_field(typed_field(name, cells).map_err(|r| ModelError::new("pipeline", r))?);
-    }
-    Ok(frame)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::doc;
+    use crate::query::model::Format;
 
     fn q(pipeline: &str) -> PipelineQuery {
         PipelineQuery {
@@ -492,26 +276,5 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path, "collection");
-    }
-
-    #[test]
-    fn columns_are_typed_and_ordered_by_first_appearance() {
-        let rows = vec![
-            doc! { "_id": { "t": bson::DateTime::from_millis(2000), "c": "FR" }, "n": 1_i32, "avg": 2.5, "oid": bson::oid::ObjectId::from_bytes([1; 12]) },
-            doc! { "_id": { "t": bson::DateTime::from_millis(1000), "c": "DE" }, "n": 2_i64, "extra": { "a": 1 }, "dec": bson::Decimal128::from_bytes([0; 16]) },
-        ];
-        let cols = columns(&rows);
-        let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
-        assert_eq!(names, ["_id.t", "_id.c", "n", "avg", "oid", "extra", "dec"]);
-        let f = frame(
-            &PipelineQuery {
-                format: Format::Timeseries,
-                time_field: Some("_id.t".into()),
-                ..q("[]")
-            },
-            rows,
-        )
-        .unwrap();
-        assert_eq!(f.fields()[0].name, "_id.t");
     }
 }

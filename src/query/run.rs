@@ -1,17 +1,22 @@
-//! Runs a builder query: plan, read (through the cache), compute, frame.
+//! Runs a query through the stages. In: a builder query and its plan
+//! context, or a pipeline query. Out: an [`Outcome`] (series, the grid they
+//! came from, the plan, notices, the pipelines that ran) and its frames, or
+//! the frame of a pipeline query. A builder query is planned, its pipeline
+//! generated and executed (closed buckets come from the cache, and only the
+//! plan of the uncached tail is read), decoded, computed, then framed.
 
 use std::time::Duration;
 
-use bson::{Bson, Document};
 use grafana_plugin_sdk::data::{Frame, Severity};
 use mongodb::Database;
 
 use super::cache::BucketCache;
-use super::compute::{self, Grid, Series};
-use super::execute::{aggregate, ExecError};
-use super::frames;
-use super::model::{parse_shift, BuilderQuery, Format, MeasureKind, ModelError};
-use super::plan::{pipeline_text, plan, Plan, PlanContext, Strategy};
+use super::compute::{self, Series};
+use super::execute::{aggregate, pipeline_text, ExecError};
+use super::grid::Grid;
+use super::model::{BuilderQuery, Format, MeasureKind, ModelError, PipelineQuery};
+use super::plan::{comparison, plan, Plan, PlanContext};
+use super::{decode, frames, generate, pipeline};
 
 /// Where and how a query runs.
 pub struct Env<'a> {
@@ -61,8 +66,8 @@ async fn read_grid(
     let read_from = hit
         .as_ref()
         .map_or(plan.from_ms, |h| h.until.min(plan.to_ms));
-    let mut pipeline = plan.pipeline.clone();
-    set_from(&mut pipeline, read_from);
+    let uncached = plan.reading_from(read_from);
+    let pipeline = generate::pipeline(&uncached);
     let executed = pipeline_text(&plan.collection, &pipeline);
     let mut grid = Grid::new();
     let mut truncated = false;
@@ -85,11 +90,7 @@ async fn read_grid(
                 ),
             ));
         }
-        grid = match plan.strategy {
-            Strategy::ServerGroup => compute::grid_from_groups(plan, &fetched.rows),
-            Strategy::FetchAndMerge => compute::grid_from_documents(plan, &fetched.rows),
-        }
-        .map_err(RunError::Data)?;
+        grid = decode::grid(&uncached, &fetched.rows).map_err(RunError::Data)?;
     }
     let served = hit.as_ref().map_or(0, |h| h.buckets);
     // Cells carried over keep their age, so the cache's time to live still runs out.
@@ -132,29 +133,22 @@ fn closed_until(plan: &Plan, grid: &Grid, horizon: i64) -> i64 {
     until
 }
 
-/// The plan without its time range: what makes two reads share buckets.
+/// The plan without its time range: what makes two reads share buckets. Top-K
+/// sketches are read with the K asked for, so K is part of the shape.
 fn cache_key(scope: &str, plan: &Plan) -> String {
-    let mut pipeline = plan.pipeline.clone();
-    set_from(&mut pipeline, 0);
-    if let Some(Ok(m)) = pipeline.first_mut().map(|s| s.get_document_mut("$match")) {
-        m.remove("timestamp");
-    }
-    // Top-K sketches are read with the K asked for, so K is part of the shape.
     format!(
-        "{scope}|{}|{:?}|{:?}|{}",
+        "{scope}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         plan.collection,
         plan.bucket_ms,
         plan.top_k_sizes,
-        Bson::Array(pipeline.into_iter().map(Bson::Document).collect())
+        plan.strategy,
+        plan.filter,
+        plan.group_by,
+        plan.metrics,
+        plan.distinct,
+        plan.quantiles,
+        plan.top_k,
     )
-}
-
-fn set_from(pipeline: &mut [Document], from_ms: i64) {
-    if let Some(Ok(m)) = pipeline.first_mut().map(|s| s.get_document_mut("$match")) {
-        if let Ok(ts) = m.get_document_mut("timestamp") {
-            ts.insert("$gte", bson::DateTime::from_millis(from_ms));
-        }
-    }
 }
 
 pub async fn run_builder(
@@ -170,70 +164,23 @@ pub async fn run_builder(
         .collect();
     let (grid, executed) = read_grid(env, &main, &mut notices).await?;
     let grid = compute::top_n(q, &main, grid);
-    let mut series = compute::series(q, &main, &grid, main.bucket_start(ctx.from_ms));
+    let mut series = compute::series(q, &main, &grid, main.panel_start());
     let mut executed_all = executed;
 
-    if let Some(c) = &q.compare {
-        let shift_ms = parse_shift(&c.shift).map_err(|r| ModelError::new("compare.shift", r))?;
-        let shifted_ctx = PlanContext {
-            from_ms: ctx.from_ms - shift_ms,
-            to_ms: ctx.to_ms - shift_ms,
-            ..ctx.clone()
-        };
-        // The main plan moved back in time: same level, same buckets, so the
-        // two lines align point for point (a separate plan could pick another level).
-        let mut shifted = main.clone();
-        shifted.from_ms = main.bucket_start(main.from_ms - shift_ms);
-        shifted.to_ms = main.to_ms - shift_ms;
-        if let Some(Ok(m)) = shifted
-            .pipeline
-            .first_mut()
-            .map(|s| s.get_document_mut("$match"))
-        {
-            m.insert(
-                "timestamp",
-                bson::doc! { "$gte": bson::DateTime::from_millis(shifted.from_ms), "$lt": bson::DateTime::from_millis(shifted.to_ms) },
-            );
-        }
-        let (prev, executed) = read_grid(env, &shifted, &mut notices).await?;
+    if let Some(earlier) = comparison(q, &main)? {
+        let (prev, executed) = read_grid(env, &earlier.plan, &mut notices).await?;
         // Compare the groups shown, not a separately ranked set.
-        let prev: Grid = if q.top_n.is_some() {
-            let kept: Vec<_> = grid.keys().cloned().collect();
-            let mut g = Grid::new();
-            for (k, cells) in prev {
-                if kept.contains(&k) {
-                    g.insert(k, cells);
-                } else if kept
-                    .iter()
-                    .any(|x| x.iter().all(|v| v.as_deref() == Some(compute::OTHER)))
-                {
-                    let other = g
-                        .entry(vec![
-                            Some(compute::OTHER.to_string());
-                            main.group_by.len().max(1)
-                        ])
-                        .or_default();
-                    for (t, c) in cells {
-                        other.entry(t).or_default().merge(&c);
-                    }
-                }
-            }
-            g
+        let prev = if q.top_n.is_some() {
+            compute::keep_shown_groups(&grid, prev, main.group_by.len())
         } else {
             prev
         };
-        let label = format!("-{}", c.shift.trim());
         series.extend(compute::shift(
-            compute::series(
-                q,
-                &shifted,
-                &prev,
-                shifted.bucket_start(shifted_ctx.from_ms),
-            ),
-            shift_ms,
-            &label,
+            compute::series(q, &earlier.plan, &prev, earlier.plan.panel_start()),
+            earlier.shift_ms,
+            &earlier.label,
         ));
-        executed_all = format!("{executed_all}\n// compare {label}\n{executed}");
+        executed_all = format!("{executed_all}\n// compare {}\n{executed}", earlier.label);
     }
     if series.len() > env.max_series {
         notices.push((
@@ -247,13 +194,40 @@ pub async fn run_builder(
         series.truncate(env.max_series);
     }
     Ok(Outcome {
-        from_ms: main.bucket_start(ctx.from_ms),
+        from_ms: main.panel_start(),
         series,
         grid,
         plan: main,
         notices,
         executed: executed_all,
     })
+}
+
+/// Rows a pipeline query may return before it is cut short.
+const PIPELINE_MAX_ROWS: usize = 100_000;
+
+/// Runs a pipeline query over the context's range and collections: its
+/// checked stages, then one frame of its rows.
+pub async fn run_pipeline(
+    db: &Database,
+    max_time: Duration,
+    q: &PipelineQuery,
+    ctx: &PlanContext,
+) -> Result<Vec<Frame>, RunError> {
+    let stages = pipeline::prepare(q, &ctx.collections, ctx.from_ms, ctx.to_ms, ctx.interval_ms)?;
+    let executed = pipeline_text(&q.collection, &stages);
+    let fetched = aggregate(db, &q.collection, stages, max_time, PIPELINE_MAX_ROWS).await?;
+    let mut notices = Vec::new();
+    if fetched.truncated {
+        notices.push((
+            Severity::Warning,
+            "results cut at 100,000 rows: add a $limit or narrow the range".to_string(),
+        ));
+    }
+    let frame = frames::pipeline_frame(q, &fetched.rows)?;
+    Ok(vec![
+        frame.with_metadata(frames::metadata(Some(executed), &notices))
+    ])
 }
 
 /// Frames for a builder query. Alert evaluations always get one numeric
@@ -311,4 +285,10 @@ pub fn builder_frames(
     }
     .map_err(RunError::Data)?;
     Ok(frames)
+}
+
+impl From<ExecError> for RunError {
+    fn from(e: ExecError) -> Self {
+        RunError::Exec(e)
+    }
 }
