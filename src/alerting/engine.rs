@@ -132,10 +132,8 @@ impl AlertEngine {
         db: Database,
         names: CollectionNames,
     ) -> Result<AlertEngine, String> {
-        for n in &config.notifiers {
-            n.validate()?;
-        }
-        let notifiers = Notifiers::new(config.notifiers.clone(), config.retry.clone())?;
+        let notifiers = Notifiers::new(config.notifiers.clone(), config.retry.clone())
+            .map_err(|e| e.to_string())?;
         let engine = AlertEngine {
             notifiers: Arc::new(notifiers),
             rules: Mutex::new(Vec::new()),
