@@ -5,6 +5,8 @@
 //! added once the sends finish), the pending and firing instances restored from them at
 //! start, the documents of `alert_rules`, and history pages for the API.
 
+use std::future::IntoFuture;
+
 use bson::{doc, Bson, Document};
 use futures_util::TryStreamExt;
 use mongodb::{Collection, Database};
@@ -89,14 +91,7 @@ impl AlertStore {
             doc! { "$sort": { "at": -1 } },
             doc! { "$group": { "_id": { "rule": "$ruleId", "instance": "$instance" }, "last": { "$first": "$$ROOT" } } },
         ];
-        let rows: Vec<Document> = self
-            .alerts()
-            .aggregate(pipeline)
-            .await
-            .map_err(failed)?
-            .try_collect()
-            .await
-            .map_err(failed)?;
+        let rows = all(self.alerts().aggregate(pipeline), failed).await?;
         Ok(rows
             .iter()
             .filter_map(|r| r.get_document("last").ok())
@@ -111,15 +106,8 @@ impl AlertStore {
             collection: self.names.alert_rules.clone(),
             source,
         };
-        let docs: Vec<Document> = self
-            .db
-            .collection::<Document>(&self.names.alert_rules)
-            .find(doc! {})
-            .await
-            .map_err(failed)?
-            .try_collect()
-            .await
-            .map_err(failed)?;
+        let rules = self.db.collection::<Document>(&self.names.alert_rules);
+        let docs = all(rules.find(doc! {}), failed).await?;
         Ok(docs.into_iter().map(rule_config).collect())
     }
 
@@ -192,21 +180,26 @@ impl AlertStore {
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
         let failed = |source| StoreError::ReadHistory { source };
-        let docs: Vec<Document> = self
-            .alerts()
-            .find(filter)
-            .sort(doc! { "at": -1 })
-            .limit(limit)
-            .await
-            .map_err(failed)?
-            .try_collect()
-            .await
-            .map_err(failed)?;
+        let alerts = self.alerts();
+        let newest_first = alerts.find(filter).sort(doc! { "at": -1 }).limit(limit);
+        let docs = all(newest_first, failed).await?;
         Ok(docs
             .into_iter()
             .map(|d| Bson::Document(d).into_relaxed_extjson())
             .collect())
     }
+}
+
+/// Every document a find or aggregate yields; `failed` says which read it was.
+async fn all<Q>(
+    query: Q,
+    failed: impl Fn(mongodb::error::Error) -> StoreError,
+) -> Result<Vec<Document>, StoreError>
+where
+    Q: IntoFuture<Output = mongodb::error::Result<mongodb::Cursor<Document>>>,
+{
+    let cursor = query.await.map_err(&failed)?;
+    cursor.try_collect().await.map_err(failed)
 }
 
 /// The instance a last transition leaves pending or firing; `None` once it resolved.

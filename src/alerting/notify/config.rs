@@ -129,9 +129,6 @@ fn default_true() -> bool {
 
 /// What differs between the kinds of notifier; [`NotifierConfig`] forwards to it.
 pub(crate) trait NotifierKind {
-    /// The TOML `type`.
-    fn kind(&self) -> &'static str;
-    fn name(&self) -> &str;
     /// The kind's own fields (the name is checked by [`NotifierConfig::validate`]).
     fn check(&self) -> Result<(), NotifierProblem>;
     /// A copy with every secret masked, wrapped in its tag.
@@ -141,23 +138,29 @@ pub(crate) trait NotifierKind {
 }
 
 impl NotifierConfig {
-    fn as_kind(&self) -> &dyn NotifierKind {
+    /// The kind's TOML `type`, the notifier's name and the kind's behaviour: the one
+    /// place that matches on the tag.
+    fn tagged(&self) -> (&'static str, &str, &dyn NotifierKind) {
         match self {
-            NotifierConfig::Webhook(c) => c,
-            NotifierConfig::Slack(c) => c,
-            NotifierConfig::Email(c) => c,
-            NotifierConfig::Alertmanager(c) => c,
+            NotifierConfig::Webhook(c) => ("webhook", &c.name, c),
+            NotifierConfig::Slack(c) => ("slack", &c.name, c),
+            NotifierConfig::Email(c) => ("email", &c.name, c),
+            NotifierConfig::Alertmanager(c) => ("alertmanager", &c.name, c),
         }
+    }
+
+    fn as_kind(&self) -> &dyn NotifierKind {
+        self.tagged().2
     }
 
     /// The notifier's name, unique among the configured notifiers.
     pub fn name(&self) -> &str {
-        self.as_kind().name()
+        self.tagged().1
     }
 
     /// `webhook`, `slack`, `email` or `alertmanager` (the TOML `type`).
     pub fn kind(&self) -> &'static str {
-        self.as_kind().kind()
+        self.tagged().0
     }
 
     /// Checks every field; the message names the notifier and the field, e.g.
@@ -198,14 +201,6 @@ fn check_name(name: &str) -> Result<(), NotifierProblem> {
 }
 
 impl NotifierKind for WebhookConfig {
-    fn kind(&self) -> &'static str {
-        "webhook"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn check(&self) -> Result<(), NotifierProblem> {
         check_http_url(self.url.expose()).map_err(NotifierProblem::Url)?;
         if self.secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
@@ -226,15 +221,16 @@ impl NotifierKind for WebhookConfig {
     }
 
     fn redacted(&self) -> NotifierConfig {
+        let headers = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.masked()))
+            .collect();
         NotifierConfig::Webhook(WebhookConfig {
-            name: self.name.clone(),
             url: self.url.masked(),
             secret: self.secret.as_ref().map(Secret::masked),
-            headers: self
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.masked()))
-                .collect(),
+            headers,
+            ..self.clone()
         })
     }
 
@@ -254,14 +250,6 @@ impl NotifierKind for WebhookConfig {
 }
 
 impl NotifierKind for SlackConfig {
-    fn kind(&self) -> &'static str {
-        "slack"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn check(&self) -> Result<(), NotifierProblem> {
         check_http_url(self.url.expose()).map_err(NotifierProblem::Url)?;
         if self.channel.as_deref().is_some_and(|c| c.trim().is_empty()) {
@@ -283,14 +271,6 @@ impl NotifierKind for SlackConfig {
 }
 
 impl NotifierKind for EmailConfig {
-    fn kind(&self) -> &'static str {
-        "email"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn check(&self) -> Result<(), NotifierProblem> {
         let host = &self.host;
         if host.trim().is_empty() {
@@ -348,14 +328,6 @@ impl NotifierKind for EmailConfig {
 }
 
 impl NotifierKind for AlertmanagerConfig {
-    fn kind(&self) -> &'static str {
-        "alertmanager"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     fn check(&self) -> Result<(), NotifierProblem> {
         check_http_url(self.url.expose()).map_err(NotifierProblem::Url)?;
         if self.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
@@ -370,11 +342,10 @@ impl NotifierKind for AlertmanagerConfig {
 
     fn redacted(&self) -> NotifierConfig {
         NotifierConfig::Alertmanager(AlertmanagerConfig {
-            name: self.name.clone(),
             url: self.url.masked(),
             token: self.token.as_ref().map(Secret::masked),
-            username: self.username.clone(),
             password: self.password.as_ref().map(Secret::masked),
+            ..self.clone()
         })
     }
 
