@@ -82,12 +82,12 @@ fn fast_retry() -> RetryConfig {
 }
 
 fn webhook(name: &str, url: String) -> NotifierConfig {
-    NotifierConfig::Webhook {
+    NotifierConfig::Webhook(WebhookConfig {
         name: name.into(),
-        url,
+        url: url.into(),
         secret: None,
         headers: BTreeMap::new(),
-    }
+    })
 }
 
 fn names(v: &[&str]) -> Vec<String> {
@@ -393,20 +393,20 @@ fn email(
     password: Option<&str>,
     accept_invalid_certs: bool,
 ) -> NotifierConfig {
-    NotifierConfig::Email {
+    NotifierConfig::Email(EmailConfig {
         name: "ops-mail".into(),
         host: "127.0.0.1".into(),
         port,
         starttls,
         username: password.map(|_| SMTP_USER.to_string()),
-        password: password.map(str::to_string),
+        password: password.map(Secret::from),
         from: "Mongo Pulse <alerts@mongopulse.test>".into(),
         to: vec![
             "oncall@example.test".into(),
             "Data Team <data@example.test>".into(),
         ],
         accept_invalid_certs,
-    }
+    })
 }
 
 /// The message's headers and body, the body's soft line breaks undone and the
@@ -454,12 +454,12 @@ fn decode_qp(s: &str) -> String {
 #[tokio::test]
 async fn webhook_body_is_signed_and_verified_by_the_receiver() {
     let (addr, rx) = start_receiver().await;
-    let cfg = NotifierConfig::Webhook {
+    let cfg = NotifierConfig::Webhook(WebhookConfig {
         name: "ops-hook".into(),
-        url: format!("http://{addr}/hook"),
+        url: format!("http://{addr}/hook").into(),
         secret: Some(WEBHOOK_SECRET.into()),
         headers: BTreeMap::from([("X-Team".into(), "data".into())]),
-    };
+    });
     let notifiers = Notifiers::new(vec![cfg], fast_retry()).unwrap();
 
     let firing = notification(NotifyState::Firing);
@@ -532,12 +532,12 @@ async fn webhook_body_is_signed_and_verified_by_the_receiver() {
 #[tokio::test]
 async fn a_wrong_secret_is_rejected_by_the_receiver_and_not_retried() {
     let (addr, rx) = start_receiver().await;
-    let cfg = NotifierConfig::Webhook {
+    let cfg = NotifierConfig::Webhook(WebhookConfig {
         name: "hook".into(),
-        url: format!("http://{addr}/hook"),
+        url: format!("http://{addr}/hook").into(),
         secret: Some("not-the-receivers-secret".into()),
         headers: BTreeMap::new(),
-    };
+    });
     let notifiers = Notifiers::new(vec![cfg], fast_retry()).unwrap();
     let d = &notifiers
         .send(&names(&["hook"]), &notification(NotifyState::Firing))
@@ -774,11 +774,11 @@ async fn unknown_names_and_unreachable_receivers_fail_without_blocking_the_rest(
 #[tokio::test]
 async fn slack_gets_an_incoming_webhook_message() {
     let (addr, rx) = start_receiver().await;
-    let cfg = NotifierConfig::Slack {
+    let cfg = NotifierConfig::Slack(SlackConfig {
         name: "slack-ops".into(),
-        url: format!("http://{addr}{SLACK_PATH}"),
+        url: format!("http://{addr}{SLACK_PATH}").into(),
         channel: Some("#ops".into()),
-    };
+    });
     let notifiers = Notifiers::new(vec![cfg], fast_retry()).unwrap();
     let d = notifiers
         .send(&names(&["slack-ops"]), &notification(NotifyState::Firing))
@@ -838,13 +838,13 @@ async fn slack_gets_an_incoming_webhook_message() {
 #[tokio::test]
 async fn alertmanager_receives_labels_annotations_times_and_auth() {
     let (addr, rx) = start_receiver().await;
-    let cfg = NotifierConfig::Alertmanager {
+    let cfg = NotifierConfig::Alertmanager(AlertmanagerConfig {
         name: "grafana-am".into(),
-        url: format!("http://{addr}"),
+        url: format!("http://{addr}").into(),
         token: Some(AM_TOKEN.into()),
         username: None,
         password: None,
-    };
+    });
     let notifiers = Notifiers::new(vec![cfg], fast_retry()).unwrap();
     assert!(notifiers.needs_resend("grafana-am"));
     let before = Utc::now();
@@ -904,13 +904,13 @@ async fn alertmanager_receives_labels_annotations_times_and_auth() {
 #[tokio::test]
 async fn alertmanager_basic_auth_on_a_full_alerts_url() {
     let (addr, rx) = start_receiver().await;
-    let cfg = NotifierConfig::Alertmanager {
+    let cfg = NotifierConfig::Alertmanager(AlertmanagerConfig {
         name: "am".into(),
-        url: format!("http://{addr}/am/api/v2/alerts"),
+        url: format!("http://{addr}/am/api/v2/alerts").into(),
         token: None,
         username: Some("mp".into()),
         password: Some("basic-pw-1234".into()),
-    };
+    });
     let notifiers = Notifiers::new(vec![cfg], fast_retry()).unwrap();
     assert!(
         notifiers
@@ -938,29 +938,30 @@ async fn secrets_never_reach_deliveries() {
     let wrong_token = "wrong-token-77aa88bb";
     let notifiers = Notifiers::new(
         vec![
-            NotifierConfig::Alertmanager {
+            NotifierConfig::Alertmanager(AlertmanagerConfig {
                 name: "am".into(),
-                url: format!("http://{addr}"),
+                url: format!("http://{addr}").into(),
                 token: Some(wrong_token.into()),
                 username: None,
                 password: None,
-            },
-            NotifierConfig::Slack {
+            }),
+            NotifierConfig::Slack(SlackConfig {
                 name: "slack".into(),
-                url: format!("http://127.0.0.1:{closed_port}{SLACK_PATH}"),
+                url: format!("http://127.0.0.1:{closed_port}{SLACK_PATH}").into(),
                 channel: None,
-            },
-            NotifierConfig::Webhook {
+            }),
+            NotifierConfig::Webhook(WebhookConfig {
                 name: "hook".into(),
                 url: format!(
                     "http://user:url-pw-5566@127.0.0.1:{closed_port}/x?key=query-key-9911"
-                ),
+                )
+                .into(),
                 secret: Some(WEBHOOK_SECRET.into()),
                 headers: BTreeMap::from([(
                     "Authorization".into(),
                     "Bearer header-secret-3344".into(),
                 )]),
-            },
+            }),
         ],
         RetryConfig {
             attempts: 1,
@@ -1064,11 +1065,11 @@ fn config_reads_from_toml_with_defaults() {
     let kinds: Vec<&str> = d.alerting.notifiers.iter().map(|n| n.name()).collect();
     assert_eq!(kinds, ["ops-hook", "slack", "ops-mail", "grafana"]);
     match &d.alerting.notifiers[2] {
-        NotifierConfig::Email {
+        NotifierConfig::Email(EmailConfig {
             starttls,
             accept_invalid_certs,
             ..
-        } => assert!(
+        }) => assert!(
             *starttls && !*accept_invalid_certs,
             "starttls defaults to true"
         ),
@@ -1092,26 +1093,28 @@ chanel = "#typo""##;
 
 #[test]
 fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
-    let ok_email = || NotifierConfig::Email {
-        name: "ops-mail".into(),
-        host: "smtp.example.com".into(),
-        port: 587,
-        starttls: true,
-        username: Some("alerts".into()),
-        password: Some("pw-never-shown".into()),
-        from: "alerts@example.com".into(),
-        to: vec!["oncall@example.com".into()],
-        accept_invalid_certs: false,
+    let ok_email = || {
+        NotifierConfig::Email(EmailConfig {
+            name: "ops-mail".into(),
+            host: "smtp.example.com".into(),
+            port: 587,
+            starttls: true,
+            username: Some("alerts".into()),
+            password: Some("pw-never-shown".into()),
+            from: "alerts@example.com".into(),
+            to: vec!["oncall@example.com".into()],
+            accept_invalid_certs: false,
+        })
     };
     let with = |f: &dyn Fn(&mut NotifierConfig)| {
         let mut c = ok_email();
         f(&mut c);
-        c.validate().unwrap_err()
+        c.validate().unwrap_err().to_string()
     };
     let cases: Vec<(String, &str)> = vec![
         (
             with(&|c| {
-                if let NotifierConfig::Email { to, .. } = c {
+                if let NotifierConfig::Email(EmailConfig { to, .. }) = c {
                     to.clear()
                 }
             }),
@@ -1119,7 +1122,7 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
         ),
         (
             with(&|c| {
-                if let NotifierConfig::Email { from, .. } = c {
+                if let NotifierConfig::Email(EmailConfig { from, .. }) = c {
                     *from = "not an address".into()
                 }
             }),
@@ -1127,7 +1130,7 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
         ),
         (
             with(&|c| {
-                if let NotifierConfig::Email { port, .. } = c {
+                if let NotifierConfig::Email(EmailConfig { port, .. }) = c {
                     *port = 0
                 }
             }),
@@ -1135,7 +1138,7 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
         ),
         (
             with(&|c| {
-                if let NotifierConfig::Email { username, .. } = c {
+                if let NotifierConfig::Email(EmailConfig { username, .. }) = c {
                     *username = None
                 }
             }),
@@ -1143,7 +1146,7 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
         ),
         (
             with(&|c| {
-                if let NotifierConfig::Email { starttls, .. } = c {
+                if let NotifierConfig::Email(EmailConfig { starttls, .. }) = c {
                     *starttls = false
                 }
             }),
@@ -1158,51 +1161,55 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
         assert!(!err.contains("pw-never-shown"), "{err}");
     }
 
-    let e = NotifierConfig::Webhook {
+    let e = NotifierConfig::Webhook(WebhookConfig {
         name: "hook".into(),
         url: "ftp://example.com/x".into(),
         secret: None,
         headers: BTreeMap::new(),
-    }
+    })
     .validate()
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         e.starts_with("notifier 'hook': url must start with http:// or https://"),
         "{e}"
     );
 
-    let e = NotifierConfig::Webhook {
+    let e = NotifierConfig::Webhook(WebhookConfig {
         name: "hook".into(),
         url: "https://example.com/x".into(),
         secret: None,
         headers: BTreeMap::from([("X-MongoPulse-Signature".into(), "forged".into())]),
-    }
+    })
     .validate()
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.starts_with("notifier 'hook': headers"), "{e}");
 
-    let e = NotifierConfig::Alertmanager {
+    let e = NotifierConfig::Alertmanager(AlertmanagerConfig {
         name: "am".into(),
         url: "http://grafana:3000".into(),
         token: Some("tok-never-shown".into()),
         username: Some("u".into()),
         password: Some("pw-never-shown".into()),
-    }
+    })
     .validate()
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(
         e.starts_with("notifier 'am': token and username/password are exclusive"),
         "{e}"
     );
     assert!(!e.contains("never-shown"));
 
-    let e = NotifierConfig::Slack {
+    let e = NotifierConfig::Slack(SlackConfig {
         name: "slack".into(),
         url: "hooks.slack.com/services/T0/B0/slack-secret-123".into(),
         channel: None,
-    }
+    })
     .validate()
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.starts_with("notifier 'slack': url"), "{e}");
     assert!(!e.contains("slack-secret-123"), "{e}");
 
@@ -1218,7 +1225,8 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
             ..RetryConfig::default()
         },
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("attempts"), "{e}");
     assert!(
         e.contains("notifier 'same': name is used by another notifier"),

@@ -1,35 +1,72 @@
 //! The daemon's alert API (JSON): rules, current instance states, history.
 //! Read by the frontend's annotations and alert-list panels.
+//!
+//! In: the engine's rules and states, the history request's query parameters. Out: the
+//! JSON bodies, or a [`HistoryError`] saying which parameter to fix.
 
 use std::collections::HashMap;
 
-use bson::{doc, Document};
-use futures_util::TryStreamExt;
+use bson::Document;
 use serde_json::{json, Value};
+use thiserror::Error;
 
-use super::engine::AlertEngine;
+use super::scheduler::AlertEngine;
+use super::store::StoreError;
+
+/// Why a history request has no answer.
+#[derive(Debug, Error)]
+pub enum HistoryError {
+    #[error("{key} must be epoch milliseconds or RFC 3339, got '{value}'")]
+    BadTime { key: &'static str, value: String },
+    #[error("limit must be 1 to 1000, got '{0}'")]
+    BadLimit(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The HTTP layer shows errors as text.
+impl From<HistoryError> for String {
+    fn from(e: HistoryError) -> String {
+        e.to_string()
+    }
+}
 
 pub fn rules(engine: &AlertEngine) -> Value {
-    engine.rules_view()
+    let rules: Vec<Value> = engine
+        .rules()
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(&r.config).unwrap_or_default();
+            v["source"] = r.source.into();
+            v
+        })
+        .collect();
+    json!({ "rules": rules, "errors": engine.rule_errors(), "notifiers": engine.notifier_names() })
 }
 
 pub fn states(engine: &AlertEngine) -> Value {
-    json!({ "instances": engine.states_view() })
+    json!({ "instances": engine.states() })
 }
 
-fn time_param(p: &HashMap<String, String>, key: &str) -> Result<Option<i64>, String> {
+fn time_param(p: &HashMap<String, String>, key: &'static str) -> Result<Option<i64>, HistoryError> {
     match p.get(key).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v
             .parse::<i64>()
             .or_else(|_| chrono::DateTime::parse_from_rfc3339(v).map(|d| d.timestamp_millis()))
             .map(Some)
-            .map_err(|_| format!("{key} must be epoch milliseconds or RFC 3339, got '{v}'")),
+            .map_err(|_| HistoryError::BadTime {
+                key,
+                value: v.clone(),
+            }),
     }
 }
 
 /// Transitions, newest first: `?rule=&instance=&state=&from=&to=&limit=` (limit ≤ 1000, default 100).
-pub async fn history(engine: &AlertEngine, p: &HashMap<String, String>) -> Result<Value, String> {
+pub async fn history(
+    engine: &AlertEngine,
+    p: &HashMap<String, String>,
+) -> Result<Value, HistoryError> {
     let mut filter = Document::new();
     for (param, field) in [
         ("rule", "ruleId"),
@@ -56,22 +93,8 @@ pub async fn history(engine: &AlertEngine, p: &HashMap<String, String>) -> Resul
             .parse::<i64>()
             .ok()
             .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| format!("limit must be 1 to 1000, got '{l}'"))?,
+            .ok_or_else(|| HistoryError::BadLimit(l.clone()))?,
     };
-    let docs: Vec<Document> = engine
-        .db()
-        .collection::<Document>(&engine.names().alerts)
-        .find(filter)
-        .sort(doc! { "at": -1 })
-        .limit(limit)
-        .await
-        .map_err(|e| format!("reading alerts: {e}"))?
-        .try_collect()
-        .await
-        .map_err(|e| format!("reading alerts: {e}"))?;
-    let items: Vec<Value> = docs
-        .into_iter()
-        .map(|d| bson::Bson::Document(d).into_relaxed_extjson())
-        .collect();
+    let items = engine.store().history(filter, limit).await?;
     Ok(json!({ "transitions": items }))
 }

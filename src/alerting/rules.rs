@@ -1,14 +1,15 @@
 //! Alert rules: their shape, validation and loading.
 //!
 //! In: a provisioning file (YAML or TOML, `rules: [...]`) and the documents
-//! of `alert_rules` (same shape). Out: checked [`Rule`]s, or errors naming the
-//! rule and the field.
+//! of `alert_rules` (same shape). Out: checked [`Rule`]s, or a [`RulesError`]
+//! naming the file or the rule and the field.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::query::model::{parse_shift, Filter, Measure, MeasureKind};
 
@@ -137,6 +138,64 @@ impl Condition {
     }
 }
 
+/// Why rules could not be loaded. A file error stops the daemon at start; a rule of
+/// `alert_rules` that fails is skipped and shown by the rules API.
+#[derive(Debug, Error)]
+pub enum RulesError {
+    #[error("cannot read rules file {}: {source}; check alerting.rules_file", path.display())]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML/YAML or not of the rules' shape; `detail` says where.
+    #[error("{}: {detail}", path.display())]
+    Syntax { path: PathBuf, detail: String },
+    #[error("rule '{id}': {problem}")]
+    Invalid { id: String, problem: RuleProblem },
+    /// A document of `alert_rules` that is not a rule.
+    #[error("alert_rules {id}: {detail}; fix or delete that document")]
+    Document { id: String, detail: String },
+}
+
+/// What is wrong in one rule; completes `rule '<id>': …`.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum RuleProblem {
+    #[error("id must be letters, digits, '_', '-' or '.'")]
+    InvalidId,
+    /// The measure, filters or group-by, as the query model checks them.
+    #[error("{0}")]
+    Query(String),
+    #[error("measure: a top-K list is not a number to alert on")]
+    TopK,
+    #[error("{field}: {detail}")]
+    Duration { field: &'static str, detail: String },
+    #[error("{0} must be whole minutes (rules are evaluated per minute)")]
+    NotWholeMinutes(&'static str),
+    #[error("condition: an anomaly needs sigmas > 0 and baselineMinutes ≥ 5")]
+    Anomaly,
+    #[error("condition.minutes must be at least 1")]
+    AbsentMinutes,
+    #[error("condition.tolerance must not be negative")]
+    NegativeTolerance,
+    #[error("condition.percent must be negative (a drop) or positive (a rise), not 0")]
+    ZeroChange,
+    #[error("notifiers: '{notifier}' is not configured (known: {known})")]
+    UnknownNotifier { notifier: String, known: String },
+    #[error("two rules have this id")]
+    DuplicateId,
+    #[error("defined in the file and in alert_rules; the file wins")]
+    InFileAndCollection,
+}
+
+impl RuleProblem {
+    pub(crate) fn of(self, id: &str) -> RulesError {
+        RulesError::Invalid {
+            id: id.to_string(),
+            problem: self,
+        }
+    }
+}
+
 /// A checked rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
@@ -149,16 +208,19 @@ pub struct Rule {
     pub source: &'static str,
 }
 
-fn minutes(rule: &str, field: &str, text: &str, allow_zero: bool) -> Result<Duration, String> {
+fn minutes(
+    rule: &str,
+    field: &'static str,
+    text: &str,
+    allow_zero: bool,
+) -> Result<Duration, RulesError> {
     let t = text.trim();
     if allow_zero && (t == "0" || t == "0m" || t == "0s") {
         return Ok(Duration::ZERO);
     }
-    let ms = parse_shift(t).map_err(|e| format!("rule '{rule}': {field}: {e}"))?;
+    let ms = parse_shift(t).map_err(|detail| RuleProblem::Duration { field, detail }.of(rule))?;
     if ms % 60_000 != 0 {
-        return Err(format!(
-            "rule '{rule}': {field} must be whole minutes (rules are evaluated per minute)"
-        ));
+        return Err(RuleProblem::NotWholeMinutes(field).of(rule));
     }
     Ok(Duration::from_millis(ms as u64))
 }
@@ -168,16 +230,14 @@ impl Rule {
         config: RuleConfig,
         source: &'static str,
         known_notifiers: &[String],
-    ) -> Result<Rule, String> {
+    ) -> Result<Rule, RulesError> {
         let id = config.id.clone();
         if id.is_empty()
             || !id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
         {
-            return Err(format!(
-                "rule '{id}': id must be letters, digits, '_', '-' or '.'"
-            ));
+            return Err(RuleProblem::InvalidId.of(&id));
         }
         // Reuse the query model's checks for the measure and filters.
         let as_query = serde_json::json!({
@@ -188,15 +248,10 @@ impl Rule {
             "groupBy": config.group_by,
         });
         crate::query::model::parse(&as_query).map_err(|e| {
-            format!(
-                "rule '{id}': {}",
-                e.to_string().replace("measures[0]", "measure")
-            )
+            RuleProblem::Query(e.to_string().replace("measures[0]", "measure")).of(&id)
         })?;
         if matches!(config.measure.kind, MeasureKind::Topk { .. }) {
-            return Err(format!(
-                "rule '{id}': measure: a top-K list is not a number to alert on"
-            ));
+            return Err(RuleProblem::TopK.of(&id));
         }
         let window = minutes(&id, "window", &config.window, false)?;
         let for_ = minutes(&id, "for", &config.for_, true)?;
@@ -207,33 +262,31 @@ impl Rule {
                 baseline_minutes,
                 ..
             } if sigmas.is_nan() || *sigmas <= 0.0 || *baseline_minutes < 5 => {
-                return Err(format!(
-                    "rule '{id}': condition: an anomaly needs sigmas > 0 and baselineMinutes ≥ 5"
-                ));
+                return Err(RuleProblem::Anomaly.of(&id));
             }
             Condition::Absent { minutes } if *minutes == 0 => {
-                return Err(format!("rule '{id}': condition.minutes must be at least 1"));
+                return Err(RuleProblem::AbsentMinutes.of(&id));
             }
             Condition::Equal { tolerance, .. } if *tolerance < 0.0 => {
-                return Err(format!(
-                    "rule '{id}': condition.tolerance must not be negative"
-                ));
+                return Err(RuleProblem::NegativeTolerance.of(&id));
             }
             Condition::Change { percent } if *percent == 0.0 => {
-                return Err(format!("rule '{id}': condition.percent must be negative (a drop) or positive (a rise), not 0"));
+                return Err(RuleProblem::ZeroChange.of(&id));
             }
             _ => {}
         }
         for n in &config.notifiers {
             if !known_notifiers.iter().any(|k| k == n) {
-                return Err(format!(
-                    "rule '{id}': notifiers: '{n}' is not configured (known: {})",
-                    if known_notifiers.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known_notifiers.join(", ")
-                    }
-                ));
+                let known = if known_notifiers.is_empty() {
+                    "none".to_string()
+                } else {
+                    known_notifiers.join(", ")
+                };
+                return Err(RuleProblem::UnknownNotifier {
+                    notifier: n.clone(),
+                    known,
+                }
+                .of(&id));
             }
         }
         let name = config.name.clone().unwrap_or_else(|| id.clone());
@@ -256,15 +309,21 @@ struct RulesFile {
 }
 
 /// Reads a rules file; every error names the file and, where it can, the rule and field.
-pub fn load_file(path: &Path, known_notifiers: &[String]) -> Result<Vec<Rule>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read rules file {}: {e}", path.display()))?;
+pub fn load_file(path: &Path, known_notifiers: &[String]) -> Result<Vec<Rule>, RulesError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RulesError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let syntax = |detail: String| RulesError::Syntax {
+        path: path.to_path_buf(),
+        detail,
+    };
     let file: RulesFile = match path.extension().and_then(|e| e.to_str()) {
-        Some("toml") => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+        Some("toml") => toml::from_str(&text).map_err(|e| syntax(e.to_string()))?,
         _ => {
             let de = serde_yaml::Deserializer::from_str(&text);
             serde_path_to_error::deserialize(de)
-                .map_err(|e| format!("{}: {}: {}", path.display(), e.path(), e.inner()))?
+                .map_err(|e| syntax(format!("{}: {}", e.path(), e.inner())))?
         }
     };
     check_all(file.rules, "file", known_notifiers)
@@ -274,12 +333,12 @@ pub fn check_all(
     configs: Vec<RuleConfig>,
     source: &'static str,
     known_notifiers: &[String],
-) -> Result<Vec<Rule>, String> {
+) -> Result<Vec<Rule>, RulesError> {
     let mut rules = Vec::with_capacity(configs.len());
     for c in configs {
         let rule = Rule::check(c, source, known_notifiers)?;
         if rules.iter().any(|r: &Rule| r.config.id == rule.config.id) {
-            return Err(format!("rule '{}': two rules have this id", rule.config.id));
+            return Err(RuleProblem::DuplicateId.of(&rule.config.id));
         }
         rules.push(rule);
     }
@@ -294,7 +353,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("rules.yaml");
         std::fs::write(&p, yaml).unwrap();
-        load_file(&p, &["ops".to_string()])
+        load_file(&p, &["ops".to_string()]).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -39,10 +39,11 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Url;
 use serde_json::{json, Value};
 
+use super::error::SenderError;
 use super::http;
 use super::retry::AttemptResult;
 use super::text::{number, time};
-use super::{Notification, NotifyState};
+use super::{AlertmanagerConfig, Notification, NotifyState};
 
 /// The path appended to a base URL (Grafana's Alertmanager API for its own Alertmanager).
 pub const GRAFANA_ALERTS_PATH: &str = "/api/alertmanager/grafana/api/v2/alerts";
@@ -58,8 +59,8 @@ pub const RESEND_INTERVAL: Duration = Duration::from_secs(60);
 /// The URL alerts are POSTed to: `url` itself when its path already ends in
 /// `/api/v2/alerts`, else `url` + [`GRAFANA_ALERTS_PATH`] (a sub-path such as
 /// `http://host/grafana` is kept).
-pub fn alerts_endpoint(url: &str) -> Result<String, String> {
-    let mut u = Url::parse(url).map_err(|e| format!("url is not a valid URL ({e})"))?;
+pub fn alerts_endpoint(url: &str) -> Result<String, SenderError> {
+    let mut u = Url::parse(url).map_err(|e| SenderError::Url(e.to_string()))?;
     let path = u.path().trim_end_matches('/').to_string();
     if !path.ends_with("/api/v2/alerts") {
         u.set_path(&format!("{path}{GRAFANA_ALERTS_PATH}"));
@@ -139,24 +140,22 @@ pub(crate) struct Alertmanager {
 }
 
 impl Alertmanager {
-    pub(crate) fn new(
-        url: &str,
-        token: Option<&str>,
-        username: Option<&str>,
-        password: Option<&str>,
-    ) -> Result<Alertmanager, String> {
-        let endpoint = alerts_endpoint(url)?;
-        let auth = match (token, username) {
+    pub(crate) fn new(config: &AlertmanagerConfig) -> Result<Alertmanager, SenderError> {
+        let endpoint = alerts_endpoint(config.url.expose())?;
+        let auth = match (&config.token, &config.username) {
             (Some(t), _) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-                    "token contains characters not allowed in an HTTP header".to_string()
-                })?;
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+                    .map_err(|_| SenderError::TokenNotHeaderSafe)?;
                 v.set_sensitive(true);
                 Auth::Bearer(v)
             }
             (None, Some(u)) => Auth::Basic {
-                username: u.to_string(),
-                password: password.unwrap_or_default().to_string(),
+                username: u.clone(),
+                password: config
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
             },
             (None, None) => Auth::None,
         };

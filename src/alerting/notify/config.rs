@@ -1,14 +1,20 @@
 //! Notifier configuration: what the daemon's TOML (`[[alerting.notifiers]]`) and the rules
-//! provisioning file hold, its validation, and a `Debug` that never shows a secret.
+//! provisioning file hold, and its validation.
+//!
+//! In: TOML/YAML tables tagged by `type`. Out: one struct per kind ([`WebhookConfig`],
+//! [`SlackConfig`], [`EmailConfig`], [`AlertmanagerConfig`]) behind the thin
+//! [`NotifierConfig`] tag; each kind checks its own fields and knows its own secrets.
+//! Secret fields are [`Secret`] or [`SecretUrl`](super::SecretUrl), so `Debug` cannot
+//! show them whatever the kind.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use lettre::message::Mailbox;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::redact::{display_url, url_secrets, MASK};
+use super::error::{InvalidNotifier, NotifierProblem, RetryError, UrlProblem};
+use super::secret::{EndpointUrl, Secret, SlackUrl};
 
 /// One notifier, tagged by `type`:
 ///
@@ -37,349 +43,344 @@ use super::redact::{display_url, url_secrets, MASK};
 /// `password` and the Alertmanager `token`/`password`. `Serialize` writes the secrets
 /// (the config must round-trip); use [`NotifierConfig::redacted`] before showing a
 /// config to anyone.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum NotifierConfig {
-    /// POST of a JSON document to any HTTP endpoint, optionally HMAC-signed.
-    Webhook {
-        name: String,
-        url: String,
-        /// HMAC-SHA256 key; when set every request carries
-        /// `X-MongoPulse-Signature: sha256=<hex>` computed over the exact body bytes.
-        #[serde(default)]
-        secret: Option<String>,
-        /// Extra request headers (e.g. an API key); their values are treated as secrets.
-        #[serde(default)]
-        headers: BTreeMap<String, String>,
-    },
-    /// A Slack incoming webhook (`https://hooks.slack.com/services/…`).
-    Slack {
-        name: String,
-        url: String,
-        /// Overrides the webhook's default channel (legacy webhooks only honour it).
-        #[serde(default)]
-        channel: Option<String>,
-    },
-    /// Email over SMTP.
-    Email {
-        name: String,
-        host: String,
-        port: u16,
-        /// Upgrade the connection with STARTTLS and refuse to send if the server cannot
-        /// (default). `false` sends in clear text; credentials are then only allowed to a
-        /// loopback host.
-        #[serde(default = "default_true")]
-        starttls: bool,
-        #[serde(default)]
-        username: Option<String>,
-        #[serde(default)]
-        password: Option<String>,
-        /// A mailbox: `alerts@example.com` or `Mongo Pulse <alerts@example.com>`.
-        from: String,
-        to: Vec<String>,
-        /// Skip certificate verification (self-signed test servers only).
-        #[serde(default)]
-        accept_invalid_certs: bool,
-    },
-    /// An Alertmanager-compatible alerts API (Grafana, Prometheus Alertmanager).
-    Alertmanager {
-        name: String,
-        /// Grafana's base URL, e.g. `http://grafana:3000`: alerts go to
-        /// `<url>/api/alertmanager/grafana/api/v2/alerts`. A URL whose path already ends
-        /// in `/api/v2/alerts` is used as is, e.g.
-        /// `http://grafana:3000/api/alertmanager/<alertmanager data source uid>/api/v2/alerts`
-        /// or `http://alertmanager:9093/api/v2/alerts`.
-        url: String,
-        /// `Authorization: Bearer <token>` (a Grafana service-account token).
-        #[serde(default)]
-        token: Option<String>,
-        /// Basic auth, with `password`; exclusive with `token`.
-        #[serde(default)]
-        username: Option<String>,
-        #[serde(default)]
-        password: Option<String>,
-    },
+    Webhook(WebhookConfig),
+    Slack(SlackConfig),
+    Email(EmailConfig),
+    Alertmanager(AlertmanagerConfig),
+}
+
+/// POST of a JSON document to any HTTP endpoint, optionally HMAC-signed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: EndpointUrl,
+    /// HMAC-SHA256 key; when set every request carries
+    /// `X-MongoPulse-Signature: sha256=<hex>` computed over the exact body bytes.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Extra request headers (e.g. an API key); their values are treated as secrets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// A Slack incoming webhook (`https://hooks.slack.com/services/…`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    pub name: String,
+    pub url: SlackUrl,
+    /// Overrides the webhook's default channel (legacy webhooks only honour it).
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// Email over SMTP.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Upgrade the connection with STARTTLS and refuse to send if the server cannot
+    /// (default). `false` sends in clear text; credentials are then only allowed to a
+    /// loopback host.
+    #[serde(default = "default_true")]
+    pub starttls: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A mailbox: `alerts@example.com` or `Mongo Pulse <alerts@example.com>`.
+    pub from: String,
+    pub to: Vec<String>,
+    /// Skip certificate verification (self-signed test servers only).
+    #[serde(default)]
+    pub accept_invalid_certs: bool,
+}
+
+/// An Alertmanager-compatible alerts API (Grafana, Prometheus Alertmanager).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    pub name: String,
+    /// Grafana's base URL, e.g. `http://grafana:3000`: alerts go to
+    /// `<url>/api/alertmanager/grafana/api/v2/alerts`. A URL whose path already ends
+    /// in `/api/v2/alerts` is used as is, e.g.
+    /// `http://grafana:3000/api/alertmanager/<alertmanager data source uid>/api/v2/alerts`
+    /// or `http://alertmanager:9093/api/v2/alerts`.
+    pub url: EndpointUrl,
+    /// `Authorization: Bearer <token>` (a Grafana service-account token).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Basic auth, with `password`; exclusive with `token`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
 }
 
 fn default_true() -> bool {
     true
 }
 
+/// What differs between the kinds of notifier; [`NotifierConfig`] forwards to it.
+pub(crate) trait NotifierKind {
+    /// The kind's own fields (the name is checked by [`NotifierConfig::validate`]).
+    fn check(&self) -> Result<(), NotifierProblem>;
+    /// A copy with every secret masked, wrapped in its tag.
+    fn redacted(&self) -> NotifierConfig;
+    /// Every secret string, for scrubbing library messages.
+    fn secrets(&self) -> Vec<String>;
+}
+
 impl NotifierConfig {
+    /// The kind's TOML `type`, the notifier's name and the kind's behaviour: the one
+    /// place that matches on the tag.
+    fn tagged(&self) -> (&'static str, &str, &dyn NotifierKind) {
+        match self {
+            NotifierConfig::Webhook(c) => ("webhook", &c.name, c),
+            NotifierConfig::Slack(c) => ("slack", &c.name, c),
+            NotifierConfig::Email(c) => ("email", &c.name, c),
+            NotifierConfig::Alertmanager(c) => ("alertmanager", &c.name, c),
+        }
+    }
+
+    fn as_kind(&self) -> &dyn NotifierKind {
+        self.tagged().2
+    }
+
     /// The notifier's name, unique among the configured notifiers.
     pub fn name(&self) -> &str {
-        match self {
-            NotifierConfig::Webhook { name, .. }
-            | NotifierConfig::Slack { name, .. }
-            | NotifierConfig::Email { name, .. }
-            | NotifierConfig::Alertmanager { name, .. } => name,
-        }
+        self.tagged().1
     }
 
     /// `webhook`, `slack`, `email` or `alertmanager` (the TOML `type`).
     pub fn kind(&self) -> &'static str {
-        match self {
-            NotifierConfig::Webhook { .. } => "webhook",
-            NotifierConfig::Slack { .. } => "slack",
-            NotifierConfig::Email { .. } => "email",
-            NotifierConfig::Alertmanager { .. } => "alertmanager",
-        }
+        self.tagged().0
     }
 
     /// Checks every field; the message names the notifier and the field, e.g.
     /// `notifier 'ops-mail': to must list at least one address`. Never quotes a secret.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidNotifier> {
         let name = self.name();
-        let err = |msg: String| Err(format!("notifier '{}': {msg}", printable(name)));
-        if name.trim().is_empty() {
-            return err("name must not be empty".into());
-        }
-        if name.chars().any(char::is_control) {
-            return err("name must not contain control characters".into());
-        }
-        if name.chars().count() > 100 {
-            return err("name must be at most 100 characters".into());
-        }
-        match self {
-            NotifierConfig::Webhook {
-                url,
-                secret,
-                headers,
-                ..
-            } => {
-                if let Err(e) = check_http_url(url) {
-                    return err(format!("url {e}"));
-                }
-                if secret.as_deref().is_some_and(|s| s.is_empty()) {
-                    return err(
-                        "secret must not be empty when set (remove it to send unsigned requests)"
-                            .into(),
-                    );
-                }
-                for (k, v) in headers {
-                    let Ok(hn) = reqwest::header::HeaderName::from_bytes(k.as_bytes()) else {
-                        return err(format!(
-                            "headers: '{}' is not a valid header name",
-                            printable(k)
-                        ));
-                    };
-                    if RESERVED_HEADERS.contains(&hn.as_str()) {
-                        return err(format!(
-                            "headers: '{}' is set by Mongo Pulse and cannot be overridden",
-                            hn.as_str()
-                        ));
-                    }
-                    if reqwest::header::HeaderValue::from_str(v).is_err() {
-                        return err(format!(
-                            "headers: the value of '{}' is not a valid header value (visible ASCII only)",
-                            hn.as_str()
-                        ));
-                    }
-                }
-                Ok(())
-            }
-            NotifierConfig::Slack { url, channel, .. } => {
-                if let Err(e) = check_http_url(url) {
-                    return err(format!("url {e}"));
-                }
-                if channel.as_deref().is_some_and(|c| c.trim().is_empty()) {
-                    return err("channel must not be empty when set".into());
-                }
-                Ok(())
-            }
-            NotifierConfig::Email {
-                host,
-                port,
-                starttls,
-                username,
-                password,
-                from,
-                to,
-                accept_invalid_certs,
-                ..
-            } => {
-                if host.trim().is_empty() {
-                    return err("host must not be empty".into());
-                }
-                if host
-                    .chars()
-                    .any(|c| c.is_whitespace() || c == '/' || c == '@')
-                {
-                    return err(format!(
-                        "host '{}' must be a host name or an IP address",
-                        printable(host)
-                    ));
-                }
-                if *port == 0 {
-                    return err("port must be between 1 and 65535".into());
-                }
-                if let Err(e) = from.parse::<Mailbox>() {
-                    return err(format!(
-                        "from '{}' is not a valid address: {e}",
-                        printable(from)
-                    ));
-                }
-                if to.is_empty() {
-                    return err("to must list at least one address".into());
-                }
-                for addr in to {
-                    if let Err(e) = addr.parse::<Mailbox>() {
-                        return err(format!(
-                            "to: '{}' is not a valid address: {e}",
-                            printable(addr)
-                        ));
-                    }
-                }
-                match (username, password) {
-                    (Some(u), Some(p)) => {
-                        if u.is_empty() {
-                            return err("username must not be empty when set".into());
-                        }
-                        if p.is_empty() {
-                            return err("password must not be empty when set".into());
-                        }
-                        if !*starttls && !is_loopback_host(host) {
-                            return err(
-                                "password needs starttls = true: without it the credentials \
-                                 would cross the network in clear text"
-                                    .into(),
-                            );
-                        }
-                    }
-                    (Some(_), None) => return err("username is set but password is missing".into()),
-                    (None, Some(_)) => return err("password is set but username is missing".into()),
-                    (None, None) => {}
-                }
-                if *accept_invalid_certs && !*starttls {
-                    return err("accept_invalid_certs only applies with starttls = true".into());
-                }
-                Ok(())
-            }
-            NotifierConfig::Alertmanager {
-                url,
-                token,
-                username,
-                password,
-                ..
-            } => {
-                if let Err(e) = check_http_url(url) {
-                    return err(format!("url {e}"));
-                }
-                if token.as_deref().is_some_and(str::is_empty) {
-                    return err("token must not be empty when set".into());
-                }
-                match (username, password) {
-                    (Some(u), Some(_)) if u.is_empty() => {
-                        return err("username must not be empty when set".into())
-                    }
-                    (Some(_), None) => return err("username is set but password is missing".into()),
-                    (None, Some(_)) => return err("password is set but username is missing".into()),
-                    _ => {}
-                }
-                if token.is_some() && username.is_some() {
-                    return err("token and username/password are exclusive: set one of them".into());
-                }
-                Ok(())
-            }
-        }
+        check_name(name)
+            .and_then(|()| self.as_kind().check())
+            .map_err(|problem| InvalidNotifier {
+                name: printable(name),
+                problem,
+            })
     }
 
     /// A copy with every secret replaced by `****` (URLs reduced as in `Debug`), safe to
     /// return from an API or to log.
     pub fn redacted(&self) -> NotifierConfig {
-        let mask = |o: &Option<String>| o.as_ref().map(|_| MASK.to_string());
-        match self {
-            NotifierConfig::Webhook {
-                name,
-                url,
-                secret,
-                headers,
-            } => NotifierConfig::Webhook {
-                name: name.clone(),
-                url: display_url(url, false),
-                secret: mask(secret),
-                headers: headers
-                    .keys()
-                    .map(|k| (k.clone(), MASK.to_string()))
-                    .collect(),
-            },
-            NotifierConfig::Slack { name, url, channel } => NotifierConfig::Slack {
-                name: name.clone(),
-                url: display_url(url, true),
-                channel: channel.clone(),
-            },
-            NotifierConfig::Email {
-                name,
-                host,
-                port,
-                starttls,
-                username,
-                password,
-                from,
-                to,
-                accept_invalid_certs,
-            } => NotifierConfig::Email {
-                name: name.clone(),
-                host: host.clone(),
-                port: *port,
-                starttls: *starttls,
-                username: username.clone(),
-                password: mask(password),
-                from: from.clone(),
-                to: to.clone(),
-                accept_invalid_certs: *accept_invalid_certs,
-            },
-            NotifierConfig::Alertmanager {
-                name,
-                url,
-                token,
-                username,
-                password,
-            } => NotifierConfig::Alertmanager {
-                name: name.clone(),
-                url: display_url(url, false),
-                token: mask(token),
-                username: username.clone(),
-                password: mask(password),
-            },
-        }
+        self.as_kind().redacted()
     }
 
     /// Every secret string of this config, for scrubbing messages.
     pub(crate) fn secrets(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        match self {
-            NotifierConfig::Webhook {
-                url,
-                secret,
-                headers,
-                ..
-            } => {
-                out.extend(url_secrets(url, false));
-                out.extend(secret.iter().cloned());
-                // Only the values of credential-like headers: masking every header value
-                // (say `X-Team: data`) would garble messages that happen to contain it.
-                out.extend(
-                    headers
-                        .iter()
-                        .filter(|(k, _)| is_credential_header(k))
-                        .map(|(_, v)| v.clone()),
-                );
+        self.as_kind().secrets()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), NotifierProblem> {
+    if name.trim().is_empty() {
+        return Err(NotifierProblem::EmptyName);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NotifierProblem::ControlCharacterInName);
+    }
+    if name.chars().count() > 100 {
+        return Err(NotifierProblem::NameTooLong);
+    }
+    Ok(())
+}
+
+impl NotifierKind for WebhookConfig {
+    fn check(&self) -> Result<(), NotifierProblem> {
+        check_http_url(self.url.expose()).map_err(NotifierProblem::Url)?;
+        if self.secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+            return Err(NotifierProblem::EmptySigningSecret);
+        }
+        for (k, v) in &self.headers {
+            let Ok(header) = reqwest::header::HeaderName::from_bytes(k.as_bytes()) else {
+                return Err(NotifierProblem::InvalidHeaderName(printable(k)));
+            };
+            if RESERVED_HEADERS.contains(&header.as_str()) {
+                return Err(NotifierProblem::ReservedHeader(header.as_str().into()));
             }
-            NotifierConfig::Slack { url, .. } => out.extend(url_secrets(url, true)),
-            NotifierConfig::Email { password, .. } => out.extend(password.iter().cloned()),
-            NotifierConfig::Alertmanager {
-                url,
-                token,
-                password,
-                ..
-            } => {
-                out.extend(url_secrets(url, false));
-                out.extend(token.iter().cloned());
-                out.extend(password.iter().cloned());
+            if reqwest::header::HeaderValue::from_str(v.expose()).is_err() {
+                return Err(NotifierProblem::InvalidHeaderValue(header.as_str().into()));
             }
         }
+        Ok(())
+    }
+
+    fn redacted(&self) -> NotifierConfig {
+        let headers = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.masked()))
+            .collect();
+        NotifierConfig::Webhook(WebhookConfig {
+            url: self.url.masked(),
+            secret: self.secret.as_ref().map(Secret::masked),
+            headers,
+            ..self.clone()
+        })
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        let mut out = self.url.secrets();
+        out.extend(self.secret.iter().map(|s| s.expose().to_string()));
+        // Only the values of credential-like headers: masking every header value
+        // (say `X-Team: data`) would garble messages that happen to contain it.
+        out.extend(
+            self.headers
+                .iter()
+                .filter(|(k, _)| is_credential_header(k))
+                .map(|(_, v)| v.expose().to_string()),
+        );
         out
+    }
+}
+
+impl NotifierKind for SlackConfig {
+    fn check(&self) -> Result<(), NotifierProblem> {
+        check_http_url(self.url.expose()).map_err(NotifierProblem::Url)?;
+        if self.channel.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(NotifierProblem::EmptyWhenSet("channel"));
+        }
+        Ok(())
+    }
+
+    fn redacted(&self) -> NotifierConfig {
+        NotifierConfig::Slack(SlackConfig {
+            url: self.url.masked(),
+            ..self.clone()
+        })
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.url.secrets()
+    }
+}
+
+impl NotifierKind for EmailConfig {
+    fn check(&self) -> Result<(), NotifierProblem> {
+        let host = &self.host;
+        if host.trim().is_empty() {
+            return Err(NotifierProblem::EmptyHost);
+        }
+        if host
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '@')
+        {
+            return Err(NotifierProblem::InvalidHost(printable(host)));
+        }
+        if self.port == 0 {
+            return Err(NotifierProblem::InvalidPort);
+        }
+        if let Err(e) = self.from.parse::<Mailbox>() {
+            return Err(NotifierProblem::InvalidFrom {
+                address: printable(&self.from),
+                reason: e.to_string(),
+            });
+        }
+        if self.to.is_empty() {
+            return Err(NotifierProblem::NoRecipient);
+        }
+        for address in &self.to {
+            if let Err(e) = address.parse::<Mailbox>() {
+                return Err(NotifierProblem::InvalidRecipient {
+                    address: printable(address),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        check_credential_pair(&self.username, &self.password)?;
+        if self.password.is_some() && !self.starttls && !is_loopback_host(host) {
+            return Err(NotifierProblem::ClearTextCredentials);
+        }
+        if self.accept_invalid_certs && !self.starttls {
+            return Err(NotifierProblem::InvalidCertsWithoutTls);
+        }
+        Ok(())
+    }
+
+    fn redacted(&self) -> NotifierConfig {
+        NotifierConfig::Email(EmailConfig {
+            password: self.password.as_ref().map(Secret::masked),
+            ..self.clone()
+        })
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.password
+            .iter()
+            .map(|p| p.expose().to_string())
+            .collect()
+    }
+}
+
+impl NotifierKind for AlertmanagerConfig {
+    fn check(&self) -> Result<(), NotifierProblem> {
+        check_http_url(self.url.expose()).map_err(NotifierProblem::Url)?;
+        if self.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+            return Err(NotifierProblem::EmptyWhenSet("token"));
+        }
+        check_credential_pair(&self.username, &self.password)?;
+        if self.token.is_some() && self.username.is_some() {
+            return Err(NotifierProblem::TokenAndBasicAuth);
+        }
+        Ok(())
+    }
+
+    fn redacted(&self) -> NotifierConfig {
+        NotifierConfig::Alertmanager(AlertmanagerConfig {
+            url: self.url.masked(),
+            token: self.token.as_ref().map(Secret::masked),
+            password: self.password.as_ref().map(Secret::masked),
+            ..self.clone()
+        })
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        let mut out = self.url.secrets();
+        out.extend(
+            [&self.token, &self.password]
+                .into_iter()
+                .flatten()
+                .map(|s| s.expose().to_string()),
+        );
+        out
+    }
+}
+
+/// Username and password come together, neither empty. Email and Alertmanager share it,
+/// so one login is checked the same way wherever it is configured.
+fn check_credential_pair(
+    username: &Option<String>,
+    password: &Option<Secret>,
+) -> Result<(), NotifierProblem> {
+    match (username, password) {
+        (Some(u), Some(_)) if u.is_empty() => Err(NotifierProblem::EmptyWhenSet("username")),
+        (Some(_), Some(p)) if p.expose().is_empty() => {
+            Err(NotifierProblem::EmptyWhenSet("password"))
+        }
+        (Some(_), None) => Err(NotifierProblem::HalfCredentials {
+            given: "username",
+            missing: "password",
+        }),
+        (None, Some(_)) => Err(NotifierProblem::HalfCredentials {
+            given: "password",
+            missing: "username",
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -411,69 +412,6 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-mongopulse-signature",
     "x-mongopulse-timestamp",
 ];
-
-impl fmt::Debug for NotifierConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Built from the redacted copy, so a field added later cannot leak by accident
-        // unless it is also left out of `redacted`.
-        match self.redacted() {
-            NotifierConfig::Webhook {
-                name,
-                url,
-                secret,
-                headers,
-            } => f
-                .debug_struct("Webhook")
-                .field("name", &name)
-                .field("url", &url)
-                .field("secret", &secret)
-                .field("headers", &headers)
-                .finish(),
-            NotifierConfig::Slack { name, url, channel } => f
-                .debug_struct("Slack")
-                .field("name", &name)
-                .field("url", &url)
-                .field("channel", &channel)
-                .finish(),
-            NotifierConfig::Email {
-                name,
-                host,
-                port,
-                starttls,
-                username,
-                password,
-                from,
-                to,
-                accept_invalid_certs,
-            } => f
-                .debug_struct("Email")
-                .field("name", &name)
-                .field("host", &host)
-                .field("port", &port)
-                .field("starttls", &starttls)
-                .field("username", &username)
-                .field("password", &password)
-                .field("from", &from)
-                .field("to", &to)
-                .field("accept_invalid_certs", &accept_invalid_certs)
-                .finish(),
-            NotifierConfig::Alertmanager {
-                name,
-                url,
-                token,
-                username,
-                password,
-            } => f
-                .debug_struct("Alertmanager")
-                .field("name", &name)
-                .field("url", &url)
-                .field("token", &token)
-                .field("username", &username)
-                .field("password", &password)
-                .finish(),
-        }
-    }
-}
 
 /// Retries of one delivery: `attempts` in all (the first one included), each bounded by
 /// `timeout_ms`; between two attempts an exponential backoff starting at
@@ -513,41 +451,34 @@ impl Default for RetryConfig {
 
 impl RetryConfig {
     /// `attempts` in 1..=20, `timeout_ms` ≥ 1, `initial_backoff_ms` ≤ `max_backoff_ms`.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RetryError> {
         if self.attempts == 0 || self.attempts > 20 {
-            return Err(format!(
-                "alerting retry: attempts must be between 1 and 20 (got {})",
-                self.attempts
-            ));
+            return Err(RetryError::Attempts(self.attempts));
         }
         if self.timeout_ms == 0 {
-            return Err("alerting retry: timeout_ms must be at least 1".into());
+            return Err(RetryError::ZeroTimeout);
         }
         if self.initial_backoff_ms > self.max_backoff_ms {
-            return Err(format!(
-                "alerting retry: initial_backoff_ms ({}) must not exceed max_backoff_ms ({})",
-                self.initial_backoff_ms, self.max_backoff_ms
-            ));
+            return Err(RetryError::BackoffOrder {
+                initial: self.initial_backoff_ms,
+                max: self.max_backoff_ms,
+            });
         }
         Ok(())
     }
 }
 
-/// `Ok` when `url` is an absolute http(s) URL with a host; the error completes
-/// "url …". Never quotes the URL (it may hold a secret).
-fn check_http_url(url: &str) -> Result<(), String> {
-    let parsed = Url::parse(url.trim()).map_err(|e| format!("is not a valid URL ({e})"))?;
+/// `Ok` when `url` is an absolute http(s) URL with a host.
+fn check_http_url(url: &str) -> Result<(), UrlProblem> {
+    let parsed = Url::parse(url.trim()).map_err(|e| UrlProblem::Unparsable(e.to_string()))?;
     if parsed.scheme() != "http" && parsed.scheme() != "https" {
-        return Err(format!(
-            "must start with http:// or https:// (got {}://)",
-            parsed.scheme()
-        ));
+        return Err(UrlProblem::NotHttp(parsed.scheme().to_string()));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".into());
+        return Err(UrlProblem::NoHost);
     }
     if url.trim() != url {
-        return Err("must not have leading or trailing spaces".into());
+        return Err(UrlProblem::SurroundingSpaces);
     }
     Ok(())
 }
@@ -572,8 +503,8 @@ fn printable(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn email() -> NotifierConfig {
-        NotifierConfig::Email {
+    fn email() -> EmailConfig {
+        EmailConfig {
             name: "ops-mail".into(),
             host: "smtp.example.com".into(),
             port: 587,
@@ -586,52 +517,78 @@ mod tests {
         }
     }
 
+    fn problem(c: EmailConfig) -> String {
+        NotifierConfig::Email(c).validate().unwrap_err().to_string()
+    }
+
     #[test]
     fn valid_email_passes_and_errors_name_notifier_and_field() {
-        email().validate().unwrap();
-        let mut c = email();
-        if let NotifierConfig::Email { to, .. } = &mut c {
-            to.clear();
-        }
+        NotifierConfig::Email(email()).validate().unwrap();
         assert_eq!(
-            c.validate().unwrap_err(),
+            problem(EmailConfig {
+                to: Vec::new(),
+                ..email()
+            }),
             "notifier 'ops-mail': to must list at least one address"
         );
     }
 
     #[test]
     fn clear_text_credentials_only_to_loopback() {
-        let mut c = email();
-        if let NotifierConfig::Email { starttls, .. } = &mut c {
-            *starttls = false;
-        }
-        let e = c.validate().unwrap_err();
+        let e = problem(EmailConfig {
+            starttls: false,
+            ..email()
+        });
         assert!(e.contains("password needs starttls"), "{e}");
         assert!(!e.contains("hunter2-pw"));
-        if let NotifierConfig::Email { host, .. } = &mut c {
-            *host = "127.0.0.1".into();
-        }
-        c.validate().unwrap();
+        NotifierConfig::Email(EmailConfig {
+            starttls: false,
+            host: "127.0.0.1".into(),
+            ..email()
+        })
+        .validate()
+        .unwrap();
     }
 
     #[test]
     fn debug_and_redacted_hide_secrets() {
-        let c = NotifierConfig::Slack {
+        let c = NotifierConfig::Slack(SlackConfig {
             name: "s".into(),
             url: "https://hooks.slack.com/services/T0/B0/TOKENTOKEN".into(),
             channel: None,
-        };
-        let d = format!("{c:?} {:?}", email());
+        });
+        let mail = NotifierConfig::Email(email());
+        let d = format!("{c:?} {mail:?} {:?}", mail.redacted());
         assert!(
             !d.contains("TOKENTOKEN") && !d.contains("hunter2-pw"),
             "{d}"
         );
         assert!(d.contains("****"));
+        let shown = toml::to_string(&c.redacted()).unwrap();
+        assert!(shown.contains("https://hooks.slack.com/****"), "{shown}");
+    }
+
+    #[test]
+    fn the_file_format_is_unchanged_by_the_secret_types() {
+        let text = r#"
+            type = "webhook"
+            name = "h"
+            url = "https://example.com/hook"
+            secret = "whsec-1234"
+            headers = { "X-Team" = "data" }
+        "#;
+        let c: NotifierConfig = toml::from_str(text).unwrap();
+        let NotifierConfig::Webhook(w) = &c else {
+            panic!("{c:?}");
+        };
+        assert_eq!(w.secret.as_ref().map(Secret::expose), Some("whsec-1234"));
+        let back: NotifierConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]
     fn only_credential_headers_are_scrubbed_from_messages() {
-        let c = NotifierConfig::Webhook {
+        let c = NotifierConfig::Webhook(WebhookConfig {
             name: "h".into(),
             url: "https://example.com/hook".into(),
             secret: Some("whsec-1234".into()),
@@ -639,7 +596,7 @@ mod tests {
                 ("Authorization".into(), "Bearer abcd1234".into()),
                 ("X-Team".into(), "data".into()),
             ]),
-        };
+        });
         let s = c.secrets();
         assert!(s.contains(&"whsec-1234".to_string()));
         assert!(s.contains(&"Bearer abcd1234".to_string()));

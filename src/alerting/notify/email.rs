@@ -21,10 +21,11 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
+use super::error::SenderError;
 use super::http::chain;
 use super::retry::{AttemptResult, Failure};
 use super::text::{number, one_line, state_word, time, title};
-use super::{Notification, NotifyState};
+use super::{EmailConfig, Notification, NotifyState};
 
 pub(crate) struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -32,48 +33,39 @@ pub(crate) struct Email {
     to: Vec<Mailbox>,
 }
 
-/// Settings of [`Email::new`], borrowed from the config.
-pub(crate) struct EmailSettings<'a> {
-    pub host: &'a str,
-    pub port: u16,
-    pub starttls: bool,
-    pub username: Option<&'a str>,
-    pub password: Option<&'a str>,
-    pub from: &'a str,
-    pub to: &'a [String],
-    pub accept_invalid_certs: bool,
-}
-
 impl Email {
     /// Builds the transport (no connection yet: one is opened per message).
-    pub(crate) fn new(s: EmailSettings<'_>, timeout: Duration) -> Result<Email, String> {
-        let from: Mailbox = s
+    pub(crate) fn new(config: &EmailConfig, timeout: Duration) -> Result<Email, SenderError> {
+        let from: Mailbox = config
             .from
             .parse()
-            .map_err(|e| format!("from is not a valid address: {e}"))?;
-        let to =
-            s.to.iter()
-                .map(|a| {
-                    a.parse::<Mailbox>()
-                        .map_err(|e| format!("to: '{a}' is not a valid address: {e}"))
+            .map_err(|e: lettre::address::AddressError| SenderError::From(e.to_string()))?;
+        let to = config
+            .to
+            .iter()
+            .map(|a| {
+                a.parse::<Mailbox>().map_err(|e| SenderError::To {
+                    address: a.clone(),
+                    reason: e.to_string(),
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-        let tls = if s.starttls {
-            let params = TlsParameters::builder(s.host.to_string())
-                .dangerous_accept_invalid_certs(s.accept_invalid_certs)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = if config.starttls {
+            let params = TlsParameters::builder(config.host.clone())
+                .dangerous_accept_invalid_certs(config.accept_invalid_certs)
                 .build_rustls()
-                .map_err(|e| format!("cannot set up TLS: {}", chain(&e)))?;
+                .map_err(|e| SenderError::Tls(chain(&e)))?;
             Tls::Required(params)
         } else {
             Tls::None
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host)
-            .port(s.port)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+            .port(config.port)
             .tls(tls)
             .timeout(Some(timeout));
-        if let (Some(u), Some(p)) = (s.username, s.password) {
+        if let (Some(u), Some(p)) = (&config.username, &config.password) {
             builder = builder
-                .credentials(Credentials::new(u.to_string(), p.to_string()))
+                .credentials(Credentials::new(u.clone(), p.expose().to_string()))
                 .authentication(vec![Mechanism::Plain, Mechanism::Login]);
         }
         Ok(Email {
@@ -84,7 +76,7 @@ impl Email {
     }
 
     /// The message for `n`; built once per notification, sent by every attempt.
-    pub(crate) fn message(&self, n: &Notification) -> Result<Message, String> {
+    pub(crate) fn message(&self, n: &Notification) -> Result<Message, SenderError> {
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(email_subject(n))
@@ -94,7 +86,7 @@ impl Email {
             b = b.to(t.clone());
         }
         b.body(email_body(n))
-            .map_err(|e| format!("cannot build the message: {e}"))
+            .map_err(|e| SenderError::Message(e.to_string()))
     }
 
     pub(crate) async fn attempt(&self, msg: &Message) -> AttemptResult {

@@ -6,6 +6,7 @@ use std::error::Error as StdError;
 
 use reqwest::{header, RequestBuilder, Response, StatusCode};
 
+use super::error::SenderError;
 use super::redact::display_url;
 use super::retry::{parse_retry_after, AttemptResult, Failure};
 
@@ -15,13 +16,13 @@ const BODY_SNIPPET: usize = 300;
 /// The shared client: no redirects (a redirect of a POST either drops the body — 301/302/
 /// 303 turn it into a GET that "succeeds" — or replays it, with its signature and custom
 /// headers, to another host; either is worse than a clear error), rustls, our user agent.
-pub(crate) fn client(connect_timeout_ms: u64) -> Result<reqwest::Client, String> {
+pub(crate) fn client(connect_timeout_ms: u64) -> Result<reqwest::Client, SenderError> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("mongopulse/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_millis(connect_timeout_ms.max(1)))
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e.without_url())))
+        .map_err(|e| SenderError::HttpClient(chain(&e.without_url())))
 }
 
 /// Sends `req` and classifies the outcome.

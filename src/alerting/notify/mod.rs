@@ -40,14 +40,23 @@ use futures_util::FutureExt;
 pub mod alertmanager;
 mod config;
 pub mod email;
+mod error;
 mod http;
 mod redact;
 mod retry;
+mod secret;
 pub mod slack;
 mod text;
 pub mod webhook;
 
-pub use config::{NotifierConfig, RetryConfig};
+pub use config::{
+    AlertmanagerConfig, EmailConfig, NotifierConfig, RetryConfig, SlackConfig, WebhookConfig,
+};
+pub use error::{
+    InvalidNotifier, NotifierProblem, NotifiersError, RetryError, SenderError, SetupProblem,
+    UrlProblem,
+};
+pub use secret::{EndpointUrl, Secret, SecretUrl, SlackUrl};
 pub use text::{headline, number, title};
 pub use webhook::{sign, verify_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
@@ -142,15 +151,18 @@ impl Notifiers {
     /// Validates every config (names unique, fields as documented on [`NotifierConfig`])
     /// and the retry policy, and builds the clients. The error lists every problem found,
     /// each naming its notifier and field, separated by `; `.
-    pub fn new(configs: Vec<NotifierConfig>, retry: RetryConfig) -> Result<Notifiers, String> {
-        let mut errors = Vec::new();
+    pub fn new(
+        configs: Vec<NotifierConfig>,
+        retry: RetryConfig,
+    ) -> Result<Notifiers, NotifiersError> {
+        let mut problems = Vec::new();
         if let Err(e) = retry.validate() {
-            errors.push(e);
+            problems.push(SetupProblem::Retry(e));
         }
         let client = match http::client(retry.timeout_ms) {
             Ok(c) => Some(c),
             Err(e) => {
-                errors.push(e);
+                problems.push(SetupProblem::Client(e));
                 None
             }
         };
@@ -158,24 +170,22 @@ impl Notifiers {
         let mut entries = Vec::new();
         let mut by_name = HashMap::new();
         for config in configs {
-            let scrubber = Scrubber::new(config.secrets());
             if let Err(e) = config.validate() {
-                errors.push(scrubber.clean(&e));
+                problems.push(SetupProblem::Invalid(e));
                 continue;
             }
             let name = config.name().to_string();
             if by_name.contains_key(&name) {
-                errors.push(format!(
-                    "notifier '{name}': name is used by another notifier; names must be unique"
-                ));
+                problems.push(SetupProblem::DuplicateName(name));
                 continue;
             }
+            let scrubber = Scrubber::new(config.secrets());
             match build_sender(&config, timeout) {
                 Ok(sender) => {
-                    if let NotifierConfig::Email {
+                    if let NotifierConfig::Email(EmailConfig {
                         accept_invalid_certs: true,
                         ..
-                    } = &config
+                    }) = &config
                     {
                         tracing::warn!(
                             notifier = %name,
@@ -189,11 +199,14 @@ impl Notifiers {
                         scrubber,
                     });
                 }
-                Err(e) => errors.push(scrubber.clean(&format!("notifier '{name}': {e}"))),
+                Err(e) => problems.push(SetupProblem::Sender {
+                    reason: scrubber.clean(&e.to_string()),
+                    name,
+                }),
             }
         }
         match client {
-            Some(client) if errors.is_empty() => Ok(Notifiers {
+            Some(client) if problems.is_empty() => Ok(Notifiers {
                 inner: Arc::new(Inner {
                     client,
                     retry,
@@ -201,7 +214,7 @@ impl Notifiers {
                     by_name,
                 }),
             }),
-            _ => Err(errors.join("; ")),
+            _ => Err(NotifiersError(problems)),
         }
     }
 
@@ -232,7 +245,7 @@ impl Notifiers {
     /// [`alertmanager::RESEND_INTERVAL`]): Alertmanager resolves an alert on its own once
     /// its `endsAt` passes.
     pub fn needs_resend(&self, name: &str) -> bool {
-        matches!(self.config(name), Some(NotifierConfig::Alertmanager { .. }))
+        matches!(self.config(name), Some(NotifierConfig::Alertmanager(_)))
     }
 
     /// Sends `n` to the named notifiers (unknown names are reported as failed deliveries),
@@ -306,53 +319,17 @@ impl fmt::Debug for Notifiers {
     }
 }
 
-fn build_sender(config: &NotifierConfig, timeout: Duration) -> Result<Sender, String> {
+fn build_sender(config: &NotifierConfig, timeout: Duration) -> Result<Sender, SenderError> {
     Ok(match config {
-        NotifierConfig::Webhook {
-            url,
-            secret,
-            headers,
-            ..
-        } => Sender::Webhook(webhook::Webhook::new(url, secret.as_deref(), headers)?),
-        NotifierConfig::Slack { url, channel, .. } => Sender::Slack {
-            url: url.clone(),
-            channel: channel.clone(),
+        NotifierConfig::Webhook(c) => Sender::Webhook(webhook::Webhook::new(c)?),
+        NotifierConfig::Slack(c) => Sender::Slack {
+            url: c.url.expose().to_string(),
+            channel: c.channel.clone(),
         },
-        NotifierConfig::Email {
-            host,
-            port,
-            starttls,
-            username,
-            password,
-            from,
-            to,
-            accept_invalid_certs,
-            ..
-        } => Sender::Email(Box::new(email::Email::new(
-            email::EmailSettings {
-                host,
-                port: *port,
-                starttls: *starttls,
-                username: username.as_deref(),
-                password: password.as_deref(),
-                from,
-                to,
-                accept_invalid_certs: *accept_invalid_certs,
-            },
-            timeout,
-        )?)),
-        NotifierConfig::Alertmanager {
-            url,
-            token,
-            username,
-            password,
-            ..
-        } => Sender::Alertmanager(alertmanager::Alertmanager::new(
-            url,
-            token.as_deref(),
-            username.as_deref(),
-            password.as_deref(),
-        )?),
+        NotifierConfig::Email(c) => Sender::Email(Box::new(email::Email::new(c, timeout)?)),
+        NotifierConfig::Alertmanager(c) => {
+            Sender::Alertmanager(alertmanager::Alertmanager::new(c)?)
+        }
     })
 }
 
@@ -389,7 +366,7 @@ async fn deliver(inner: &Inner, name: &str, n: &Notification) -> Delivery {
             Ok(msg) => retry::run(retry, |_| e.attempt(&msg)).await,
             Err(err) => Outcome {
                 attempts: 0,
-                result: Err(retry::Failure::permanent(err, None)),
+                result: Err(retry::Failure::permanent(err.to_string(), None)),
             },
         },
         Sender::Alertmanager(am) => {

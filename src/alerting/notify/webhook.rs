@@ -18,9 +18,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde::Serialize;
 use sha2::Sha256;
 
+use super::error::SenderError;
 use super::http;
 use super::retry::AttemptResult;
-use super::{Notification, NotifyState};
+use super::{Notification, NotifyState, WebhookConfig};
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-MongoPulse-Signature";
@@ -79,23 +80,22 @@ pub(crate) struct Webhook {
 }
 
 impl Webhook {
-    pub(crate) fn new(
-        url: &str,
-        secret: Option<&str>,
-        headers: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Webhook, String> {
+    pub(crate) fn new(config: &WebhookConfig) -> Result<Webhook, SenderError> {
         let mut map = HeaderMap::new();
-        for (k, v) in headers {
+        for (k, v) in &config.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("headers: '{k}' is not a valid header name"))?;
-            let mut value = HeaderValue::from_str(v)
-                .map_err(|_| format!("headers: the value of '{k}' is not a valid header value"))?;
+                .map_err(|_| SenderError::HeaderName(k.clone()))?;
+            let mut value = HeaderValue::from_str(v.expose())
+                .map_err(|_| SenderError::HeaderValue(k.clone()))?;
             value.set_sensitive(true);
             map.append(name, value);
         }
         Ok(Webhook {
-            url: url.to_string(),
-            secret: secret.map(|s| s.as_bytes().to_vec()),
+            url: config.url.expose().to_string(),
+            secret: config
+                .secret
+                .as_ref()
+                .map(|s| s.expose().as_bytes().to_vec()),
             headers: map,
         })
     }
