@@ -24,13 +24,6 @@ pub enum HistoryError {
     Store(#[from] StoreError),
 }
 
-/// The HTTP layer shows errors as text.
-impl From<HistoryError> for String {
-    fn from(e: HistoryError) -> String {
-        e.to_string()
-    }
-}
-
 pub fn rules(engine: &AlertEngine) -> Value {
     let rules: Vec<Value> = engine
         .rules()

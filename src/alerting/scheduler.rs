@@ -58,18 +58,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AlertEngine {
-    /// [`AlertEngine::try_new`] with the error as text, for callers that carry it as
-    /// such (the daemon's `DaemonError::Config`).
-    pub fn new(
-        config: AlertingConfig,
-        db: Database,
-        names: CollectionNames,
-    ) -> Result<AlertEngine, String> {
-        AlertEngine::try_new(config, db, names).map_err(|e| e.to_string())
-    }
-
     /// Builds the notifiers and checks the rules file.
-    pub fn try_new(
+    pub fn new(
         config: AlertingConfig,
         db: Database,
         names: CollectionNames,

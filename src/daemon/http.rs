@@ -18,7 +18,8 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::alerting::{api as alert_api, engine::AlertEngine};
+use crate::alerting::api::{self as alert_api, HistoryError};
+use crate::alerting::engine::AlertEngine;
 use crate::ingest::auth::{presented_key, Auth, Verdict};
 use crate::ingest::http::EventsState;
 use crate::ingest::metrics::IngestMetrics;
@@ -132,6 +133,10 @@ async fn alert_history(
     match alert_engine(&state, &headers) {
         Ok(e) => match alert_api::history(e, &params).await {
             Ok(v) => Json(v).into_response(),
+            // The store's failures are the database's, not the request's.
+            Err(why @ HistoryError::Store(_)) => {
+                error(StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+            }
             Err(why) => error(StatusCode::BAD_REQUEST, why.to_string()),
         },
         Err((status, msg)) => error(status, msg),

@@ -108,7 +108,7 @@ pub async fn run(
     let alerts = if config.alerting.enabled {
         let engine = Arc::new(
             AlertEngine::new(config.alerting.clone(), db.clone(), names.clone())
-                .map_err(DaemonError::Config)?,
+                .map_err(|e| DaemonError::Config(e.to_string()))?,
         );
         let task = tokio::spawn(engine.clone().run(final_until_rx, rollups_stopped.clone()));
         Some((engine, task))
