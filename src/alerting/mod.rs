@@ -6,13 +6,12 @@
 //! (webhook, Slack, email, Grafana Alertmanager), and a JSON API.
 //! Pure parts: [`rules`] (shape and checks), [`condition`], [`state`],
 //! [`template`]. Drivers: [`evaluate`] (reads measures), [`scheduler`] (the
-//! evaluation loop), [`store`] (`alerts` and `alert_rules`), [`api`].
-//! [`engine`] keeps the names the daemon uses.
+//! evaluation loop), [`store`] (`alerts` and `alert_rules`), [`api`];
+//! [`config`] is the `[alerting]` section.
 
 pub mod api;
 pub mod condition;
 pub mod config;
-pub mod engine;
 pub mod evaluate;
 pub mod instance;
 pub mod notify;
@@ -21,3 +20,6 @@ pub mod scheduler;
 pub mod state;
 pub mod store;
 pub(crate) mod template;
+
+pub use config::AlertingConfig;
+pub use scheduler::{AlertEngine, SetupError};

@@ -11,7 +11,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::alerting::engine::AlertingConfig;
+use crate::alerting::AlertingConfig;
 use crate::ingest::auth::AuthConfig;
 use crate::ingest::writer::WriterConfig;
 use crate::ingest::Limits;

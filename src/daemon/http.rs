@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::alerting::api::{self as alert_api, HistoryError};
-use crate::alerting::engine::AlertEngine;
+use crate::alerting::AlertEngine;
 use crate::ingest::auth::{presented_key, Auth, Verdict};
 use crate::ingest::http::EventsState;
 use crate::ingest::metrics::IngestMetrics;

@@ -20,7 +20,7 @@ use thiserror::Error;
 
 pub use config::{Config, ConfigError, LogFormat};
 
-use crate::alerting::engine::AlertEngine;
+use crate::alerting::AlertEngine;
 use crate::ingest::auth::{Auth, KEYS_ENV};
 use crate::ingest::dead_letters::DeadLetters;
 use crate::ingest::http::EventsState;
