@@ -21,6 +21,11 @@ if [ ! -x "$venv/bin/python" ] || ! cat "${requirements[@]}" | cmp -s - "$stamp"
   cat "${requirements[@]}" > "$stamp"
 fi
 export MONGOPULSE_STANDIN_PYTHON="$PWD/$venv/bin/python"
+# Every log line and error text of this run is kept here (tests/support/capture.rs) and
+# scanned for the suite's secrets at the end (tests/secrets.rs).
+export MONGOPULSE_SUITE_OUTPUT="$PWD/target/suite-output"
+rm -rf "$MONGOPULSE_SUITE_OUTPUT"
+mkdir -p "$MONGOPULSE_SUITE_OUTPUT"
 
 # ---- frontend (pkg/) ----------------------------------------------------------
 if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
@@ -54,7 +59,7 @@ run_cargo_test() {
   cargo test --locked "$@" 2>&1 | tee "$log" || rc=$?
   local passed
   passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i ~ /^passed;?$/) n += $(i - 1) } END { print n + 0 }' "$log")
-  rm -f "$log"
+  mv "$log" "$MONGOPULSE_SUITE_OUTPUT/cargo-$(echo "$label" | tr -c 'A-Za-z0-9' '-').log"
   echo "==> $label: $passed tests passed"
   passed_total="$passed_total
     $label: $passed tests passed"
@@ -83,5 +88,7 @@ else
   MONGOPULSE_TEST_BACKEND=secantus run_cargo_test "SecantusDB (MongoDB tests)" \
     "${mongo_tests[@]}" -- --test-threads 2
 fi
+echo "==> tests/secrets.rs: no configured secret in the whole run's logs and error texts"
+run_cargo_test "secrets scan" --test secrets -- --ignored
 echo "==> cargo test:$passed_total"
 exit $failed

@@ -302,13 +302,15 @@ async fn a_bad_rules_file_stops_the_daemon_naming_the_rule_and_field() {
         "rules:\n  - id: broken\n    condition: { type: above, threshold: 1 }\n    window: 90s\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
-        .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
-        .env("MONGOPULSE__HTTP__LISTEN", "127.0.0.1:0")
-        .env("MONGOPULSE_API_KEYS", "t:k")
-        .env("MONGOPULSE__ALERTING__RULES_FILE", &rules)
-        .output()
-        .unwrap();
+    let out = support::capture::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+            .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
+            .env("MONGOPULSE__HTTP__LISTEN", "127.0.0.1:0")
+            .env("MONGOPULSE_API_KEYS", "t:alerting-test-key-51d2")
+            .env("MONGOPULSE__ALERTING__RULES_FILE", &rules),
+        "mongopulsed",
+    )
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rule 'broken': window"), "{err}");

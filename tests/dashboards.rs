@@ -16,7 +16,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use bson::doc;
@@ -503,8 +503,8 @@ async fn every_provisioned_dashboard_gets_data_from_the_plugin_for_every_panel()
             .args(["loadgen", "--url", &daemon.base_url, "--rate", "4"])
             .args(["--history-minutes", "12", "--invalid-fraction", "0.02"])
             .env("MONGOPULSE_LOADGEN_KEY", API_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(support::capture::stdio("loadgen-stdout"))
+            .stderr(support::capture::stdio("loadgen"))
             .spawn()
             .expect("start mongopulsed loadgen"),
     );

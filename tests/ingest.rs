@@ -287,7 +287,7 @@ async fn oversized_body_is_413_and_missing_key_401_and_fast_key_429() {
     let wrong = daemon
         .http
         .post(daemon.url("/v1/events"))
-        .header("x-api-key", "nope")
+        .header("x-api-key", "refused-key-90e4")
         .body("{}")
         .send()
         .await
@@ -591,12 +591,14 @@ async fn health_readiness_and_pipeline_stats() {
 #[tokio::test]
 async fn required_auth_without_keys_refuses_to_start_with_advice() {
     let mongo = TestMongo::start().await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
-        .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
-        .env("MONGOPULSE__HTTP__LISTEN", "127.0.0.1:0")
-        .env_remove("MONGOPULSE_API_KEYS")
-        .output()
-        .unwrap();
+    let out = support::capture::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+            .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
+            .env("MONGOPULSE__HTTP__LISTEN", "127.0.0.1:0")
+            .env_remove("MONGOPULSE_API_KEYS"),
+        "mongopulsed",
+    )
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("MONGOPULSE_API_KEYS"), "{err}");
@@ -653,19 +655,21 @@ async fn random_bodies_always_get_a_4xx_with_a_reason() {
 async fn loadgen_sends_seed_shaped_events_the_daemon_accepts() {
     let mongo = TestMongo::start().await;
     let daemon = Daemon::start(&mongo, &[]).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
-        .args([
-            "loadgen",
-            "--url",
-            &daemon.base_url,
-            "--rate",
-            "500",
-            "--events",
-            "100",
-        ])
-        .env("MONGOPULSE_LOADGEN_KEY", API_KEY)
-        .output()
-        .unwrap();
+    let out = support::capture::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+            .args([
+                "loadgen",
+                "--url",
+                &daemon.base_url,
+                "--rate",
+                "500",
+                "--events",
+                "100",
+            ])
+            .env("MONGOPULSE_LOADGEN_KEY", API_KEY),
+        "mongopulsed",
+    )
+    .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -677,11 +681,13 @@ async fn loadgen_sends_seed_shaped_events_the_daemon_accepts() {
         0,
         "every generated event is valid"
     );
-    let bad_key = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
-        .args(["loadgen", "--url", &daemon.base_url, "--events", "10"])
-        .env("MONGOPULSE_LOADGEN_KEY", "wrong")
-        .output()
-        .unwrap();
+    let bad_key = support::capture::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+            .args(["loadgen", "--url", &daemon.base_url, "--events", "10"])
+            .env("MONGOPULSE_LOADGEN_KEY", "wrong-key-7a41e0"),
+        "mongopulsed",
+    )
+    .unwrap();
     assert!(!bad_key.status.success());
     assert!(String::from_utf8_lossy(&bad_key.stderr).contains("refused the API key"));
 }

@@ -31,6 +31,29 @@ use sha2::Sha256;
 
 use mongopulse::alerting::notify::*;
 
+mod support;
+
+/// Keeps the error texts a test saw for `tests/secrets.rs`'s whole-suite scan.
+trait Kept {
+    fn kept(self) -> Self;
+}
+
+impl Kept for String {
+    fn kept(self) -> String {
+        support::capture::error_text("notifier", &self);
+        self
+    }
+}
+
+impl Kept for Vec<Delivery> {
+    fn kept(self) -> Vec<Delivery> {
+        for d in &self {
+            support::capture::error_text("delivery", &format!("{d:?}"));
+        }
+        self
+    }
+}
+
 const WEBHOOK_SECRET: &str = "whsec-test-5f1c9a7e";
 const AM_TOKEN: &str = "am-token-9b8c7d6e";
 const SLACK_PATH: &str = "/services/T0001/B0002/slacktokenXYZ123";
@@ -463,7 +486,7 @@ async fn webhook_body_is_signed_and_verified_by_the_receiver() {
     let notifiers = Notifiers::new(vec![cfg], fast_retry()).unwrap();
 
     let firing = notification(NotifyState::Firing);
-    let d = notifiers.send(&names(&["ops-hook"]), &firing).await;
+    let d = notifiers.send(&names(&["ops-hook"]), &firing).await.kept();
     assert_eq!(d.len(), 1);
     let d = &d[0];
     assert!(d.ok, "{d:?}");
@@ -478,7 +501,13 @@ async fn webhook_body_is_signed_and_verified_by_the_receiver() {
 
     let mut resolved = notification(NotifyState::Resolved);
     resolved.value = Some(1.5);
-    assert!(notifiers.send(&names(&["ops-hook"]), &resolved).await[0].ok);
+    assert!(
+        notifiers
+            .send(&names(&["ops-hook"]), &resolved)
+            .await
+            .kept()[0]
+            .ok
+    );
 
     let got = rx.requests("/hook");
     assert_eq!(got.len(), 2);
@@ -541,7 +570,8 @@ async fn a_wrong_secret_is_rejected_by_the_receiver_and_not_retried() {
     let notifiers = Notifiers::new(vec![cfg], fast_retry()).unwrap();
     let d = &notifiers
         .send(&names(&["hook"]), &notification(NotifyState::Firing))
-        .await[0];
+        .await
+        .kept()[0];
     assert!(!d.ok);
     assert_eq!((d.attempts, d.status), (1, Some(401)));
     assert_eq!(rx.requests("/hook")[0].signature_ok, Some(false));
@@ -559,7 +589,8 @@ async fn five_hundred_twice_then_200_is_retried_and_logged() {
     .unwrap();
     let d = &notifiers
         .send(&names(&["flaky"]), &notification(NotifyState::Firing))
-        .await[0];
+        .await
+        .kept()[0];
     assert!(d.ok, "{d:?}");
     assert_eq!(d.attempts, 3);
     assert_eq!(d.status, Some(200));
@@ -598,7 +629,8 @@ async fn the_attempt_limit_is_respected_and_the_last_error_kept() {
     .unwrap();
     let d = &notifiers
         .send(&names(&["flaky"]), &notification(NotifyState::Firing))
-        .await[0];
+        .await
+        .kept()[0];
     assert!(!d.ok);
     assert_eq!((d.attempts, d.status), (2, Some(500)));
     let err = d.error.as_deref().unwrap();
@@ -619,7 +651,8 @@ async fn a_400_fails_at_once_with_its_status() {
     .unwrap();
     let d = &notifiers
         .send(&names(&["bad"]), &notification(NotifyState::Firing))
-        .await[0];
+        .await
+        .kept()[0];
     assert!(!d.ok);
     assert_eq!((d.attempts, d.status), (1, Some(400)));
     let err = d.error.as_deref().unwrap();
@@ -640,7 +673,8 @@ async fn a_429_is_retried() {
     .unwrap();
     let d = &notifiers
         .send(&names(&["busy"]), &notification(NotifyState::Firing))
-        .await[0];
+        .await
+        .kept()[0];
     assert!(d.ok, "{d:?}");
     assert_eq!((d.attempts, d.status), (2, Some(200)));
     assert_eq!(rx.requests("/busy").len(), 2);
@@ -656,7 +690,8 @@ async fn redirects_are_not_followed() {
     .unwrap();
     let d = &notifiers
         .send(&names(&["moved"]), &notification(NotifyState::Firing))
-        .await[0];
+        .await
+        .kept()[0];
     assert!(!d.ok);
     assert_eq!((d.attempts, d.status), (1, Some(307)));
     assert!(d.error.as_deref().unwrap().contains("redirect"), "{d:?}");
@@ -684,7 +719,8 @@ async fn a_receiver_that_never_answers_does_not_delay_the_others() {
     let started = Instant::now();
     let d = notifiers
         .send(&targets, &notification(NotifyState::Firing))
-        .await;
+        .await
+        .kept();
     // Results come in the order of the targets.
     assert_eq!(
         (d[0].notifier.as_str(), d[1].notifier.as_str()),
@@ -751,7 +787,8 @@ async fn unknown_names_and_unreachable_receivers_fail_without_blocking_the_rest(
             &names(&["nope", "down", "fast", "fast"]),
             &notification(NotifyState::Firing),
         )
-        .await;
+        .await
+        .kept();
     assert_eq!(d.len(), 4);
     assert_eq!(
         (d[0].kind.as_str(), d[0].ok, d[0].attempts),
@@ -782,12 +819,19 @@ async fn slack_gets_an_incoming_webhook_message() {
     let notifiers = Notifiers::new(vec![cfg], fast_retry()).unwrap();
     let d = notifiers
         .send(&names(&["slack-ops"]), &notification(NotifyState::Firing))
-        .await;
+        .await
+        .kept();
     assert!(d[0].ok, "{:?}", d[0]);
     assert_eq!((d[0].kind.as_str(), d[0].status), ("slack", Some(200)));
     let mut resolved = notification(NotifyState::Resolved);
     resolved.value = Some(1.5);
-    assert!(notifiers.send(&names(&["slack-ops"]), &resolved).await[0].ok);
+    assert!(
+        notifiers
+            .send(&names(&["slack-ops"]), &resolved)
+            .await
+            .kept()[0]
+            .ok
+    );
 
     let got = rx.requests(SLACK_PATH);
     assert_eq!(got.len(), 2);
@@ -850,7 +894,8 @@ async fn alertmanager_receives_labels_annotations_times_and_auth() {
     let before = Utc::now();
     let d = notifiers
         .send(&names(&["grafana-am"]), &notification(NotifyState::Firing))
-        .await;
+        .await
+        .kept();
     assert!(d[0].ok, "{:?}", d[0]);
     assert_eq!(
         (d[0].kind.as_str(), d[0].status),
@@ -862,7 +907,8 @@ async fn alertmanager_receives_labels_annotations_times_and_auth() {
                 &names(&["grafana-am"]),
                 &notification(NotifyState::Resolved)
             )
-            .await[0]
+            .await
+            .kept()[0]
             .ok
     );
 
@@ -915,7 +961,8 @@ async fn alertmanager_basic_auth_on_a_full_alerts_url() {
     assert!(
         notifiers
             .send(&names(&["am"]), &notification(NotifyState::Firing))
-            .await[0]
+            .await
+            .kept()[0]
             .ok
     );
     let got = rx.requests("/am/api/v2/alerts");
@@ -974,7 +1021,8 @@ async fn secrets_never_reach_deliveries() {
             &names(&["am", "slack", "hook"]),
             &notification(NotifyState::Firing),
         )
-        .await;
+        .await
+        .kept();
     assert!(d.iter().all(|d| !d.ok), "{d:?}");
     // The receiver echoed the token in its 401 body: the notifier masked it.
     assert_eq!(d[0].status, Some(401));
@@ -1087,7 +1135,8 @@ url = "https://hooks.slack.com/x"
 chanel = "#typo""##;
     let e = toml::from_str::<NotifierConfig>(bad)
         .unwrap_err()
-        .to_string();
+        .to_string()
+        .kept();
     assert!(e.contains("chanel"), "{e}");
 }
 
@@ -1109,7 +1158,7 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
     let with = |f: &dyn Fn(&mut NotifierConfig)| {
         let mut c = ok_email();
         f(&mut c);
-        c.validate().unwrap_err().to_string()
+        c.validate().unwrap_err().to_string().kept()
     };
     let cases: Vec<(String, &str)> = vec![
         (
@@ -1169,7 +1218,8 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
     })
     .validate()
     .unwrap_err()
-    .to_string();
+    .to_string()
+    .kept();
     assert!(
         e.starts_with("notifier 'hook': url must start with http:// or https://"),
         "{e}"
@@ -1183,7 +1233,8 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
     })
     .validate()
     .unwrap_err()
-    .to_string();
+    .to_string()
+    .kept();
     assert!(e.starts_with("notifier 'hook': headers"), "{e}");
 
     let e = NotifierConfig::Alertmanager(AlertmanagerConfig {
@@ -1195,7 +1246,8 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
     })
     .validate()
     .unwrap_err()
-    .to_string();
+    .to_string()
+    .kept();
     assert!(
         e.starts_with("notifier 'am': token and username/password are exclusive"),
         "{e}"
@@ -1209,7 +1261,8 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
     })
     .validate()
     .unwrap_err()
-    .to_string();
+    .to_string()
+    .kept();
     assert!(e.starts_with("notifier 'slack': url"), "{e}");
     assert!(!e.contains("slack-secret-123"), "{e}");
 
@@ -1226,7 +1279,8 @@ fn validation_errors_name_the_notifier_and_the_field_and_hide_secrets() {
         },
     )
     .unwrap_err()
-    .to_string();
+    .to_string()
+    .kept();
     assert!(e.contains("attempts"), "{e}");
     assert!(
         e.contains("notifier 'same': name is used by another notifier"),
@@ -1261,7 +1315,8 @@ async fn email_over_starttls_with_auth_reaches_the_smtp_server() {
     .unwrap();
     let d = notifiers
         .send(&names(&["ops-mail"]), &notification(NotifyState::Firing))
-        .await;
+        .await
+        .kept();
     assert!(d[0].ok, "{:?}", d[0]);
     assert_eq!(
         (d[0].kind.as_str(), d[0].attempts, d[0].status),
@@ -1309,7 +1364,8 @@ async fn email_over_starttls_with_auth_reaches_the_smtp_server() {
     // Resolved.
     let d = notifiers
         .send(&names(&["ops-mail"]), &notification(NotifyState::Resolved))
-        .await;
+        .await
+        .kept();
     assert!(d[0].ok, "{:?}", d[0]);
     let m = smtp.next("message");
     let (head, body) = mail_text(m["data"].as_str().unwrap());
@@ -1330,7 +1386,8 @@ async fn email_over_plain_smtp_without_auth() {
         Notifiers::new(vec![email(smtp.port, false, None, false)], fast_retry()).unwrap();
     let d = notifiers
         .send(&names(&["ops-mail"]), &notification(NotifyState::Firing))
-        .await;
+        .await
+        .kept();
     assert!(d[0].ok, "{:?}", d[0]);
     let m = smtp.next("message");
     assert_eq!(m["tls"], false);
@@ -1359,7 +1416,8 @@ async fn email_wrong_password_fails_once_without_showing_it() {
     .unwrap();
     let d = &notifiers
         .send(&names(&["ops-mail"]), &notification(NotifyState::Firing))
-        .await[0];
+        .await
+        .kept()[0];
     assert!(!d.ok);
     assert_eq!((d.attempts, d.status), (1, Some(535)), "{d:?}");
     assert!(!format!("{d:?}").contains(wrong));
@@ -1374,7 +1432,8 @@ async fn email_checks_the_certificate_unless_told_not_to() {
         Notifiers::new(vec![email(smtp.port, true, None, false)], fast_retry()).unwrap();
     let d = &notifiers
         .send(&names(&["ops-mail"]), &notification(NotifyState::Firing))
-        .await[0];
+        .await
+        .kept()[0];
     assert!(!d.ok, "a self-signed certificate must be refused: {d:?}");
     assert_eq!(d.attempts, 1, "TLS failures are not retried: {d:?}");
     let err = d.error.as_deref().unwrap().to_ascii_lowercase();
@@ -1388,7 +1447,8 @@ async fn email_transient_failure_is_retried() {
         Notifiers::new(vec![email(smtp.port, false, None, false)], fast_retry()).unwrap();
     let d = &notifiers
         .send(&names(&["ops-mail"]), &notification(NotifyState::Firing))
-        .await[0];
+        .await
+        .kept()[0];
     assert!(d.ok, "{d:?}");
     assert_eq!((d.attempts, d.status), (2, Some(250)));
     smtp.next("tempfail");

@@ -113,19 +113,21 @@ async fn world() -> World {
     daemon.signal("TERM");
     assert!(daemon.wait(support::PATIENCE).success());
     // Every level, final, from the stored events.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
-        .args([
-            "backfill",
-            "--from",
-            &(end - 27 * HOUR).to_string(),
-            "--to",
-            &end.to_string(),
-            "--force",
-        ])
-        .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
-        .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name)
-        .output()
-        .unwrap();
+    let out = support::capture::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+            .args([
+                "backfill",
+                "--from",
+                &(end - 27 * HOUR).to_string(),
+                "--to",
+                &end.to_string(),
+                "--force",
+            ])
+            .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
+            .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name),
+        "mongopulsed",
+    )
+    .unwrap();
     assert!(
         out.status.success(),
         "{}",

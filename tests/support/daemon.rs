@@ -5,6 +5,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::capture;
 use super::mongo::TestMongo;
 
 pub const API_KEY: &str = "test-key-0123456789";
@@ -51,11 +52,13 @@ impl Daemon {
         let mut pipe = child.stderr.take().expect("stderr piped");
         let sink = stderr.clone();
         std::thread::spawn(move || {
+            let mut kept = capture::Sink::new("mongopulsed");
             let mut buf = [0u8; 8192];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
+                kept.write(&buf[..n]);
                 sink.lock()
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
@@ -129,7 +132,11 @@ impl Daemon {
         let resp = req.send().await.expect("POST /v1/events answered");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        let text = resp.text().await.unwrap_or_default();
+        if status >= 400 {
+            capture::error_text("POST /v1/events", &text);
+        }
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
         (status, json, headers)
     }
 

@@ -45,11 +45,13 @@ impl PluginProcess {
         let mut err_pipe = child.stderr.take().expect("stderr is piped");
         let sink = stderr.clone();
         std::thread::spawn(move || {
+            let mut kept = super::capture::Sink::new("gpx_mongopulse");
             let mut buf = [0u8; 4096];
             while let Ok(n) = err_pipe.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
+                kept.write(&buf[..n]);
                 sink.lock()
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
@@ -62,7 +64,9 @@ impl PluginProcess {
             let first = lines.next();
             let _ = tx.send(first);
             // Anything after the handshake would break Grafana; keep it for asserts.
+            let mut kept = super::capture::Sink::new("gpx_mongopulse-stdout");
             for line in lines.map_while(Result::ok) {
+                kept.write(format!("{line}\n").as_bytes());
                 eprintln!("plugin wrote to stdout after the handshake: {line}");
             }
         });
@@ -114,14 +118,20 @@ impl PluginProcess {
 
     /// CheckHealth for `ds`.
     pub async fn check_health(&self, ds: &DataSource) -> pluginv2::CheckHealthResponse {
-        self.diagnostics()
+        let r = self
+            .diagnostics()
             .check_health(pluginv2::CheckHealthRequest {
                 plugin_context: Some(ds.context()),
                 headers: HashMap::new(),
             })
             .await
             .expect("CheckHealth answered")
-            .into_inner()
+            .into_inner();
+        super::capture::error_text(
+            "CheckHealth",
+            &format!("{} {}", r.message, String::from_utf8_lossy(&r.json_details)),
+        );
+        r
     }
 
     /// QueryData with queries `(refId, json, from_ms, to_ms, interval_ms)`,
@@ -132,7 +142,8 @@ impl PluginProcess {
         queries: &[(&str, Value, i64, i64, i64)],
         headers: &[(&str, &str)],
     ) -> pluginv2::QueryDataResponse {
-        self.data()
+        let r = self
+            .data()
             .query_data(pluginv2::QueryDataRequest {
                 plugin_context: Some(ds.context()),
                 headers: headers
@@ -156,7 +167,13 @@ impl PluginProcess {
             })
             .await
             .expect("QueryData answered")
-            .into_inner()
+            .into_inner();
+        for (ref_id, answer) in &r.responses {
+            if !answer.error.is_empty() {
+                super::capture::error_text(&format!("QueryData {ref_id}"), &answer.error);
+            }
+        }
+        r
     }
 
     /// CallResource: `(status, JSON body)`.
@@ -190,6 +207,12 @@ impl PluginProcess {
         while let Some(Ok(more)) = stream.next().await {
             bytes.extend_from_slice(&more.body);
         }
+        if first.code >= 400 {
+            super::capture::error_text(
+                &format!("CallResource {method} {url}"),
+                &String::from_utf8_lossy(&bytes),
+            );
+        }
         (
             first.code,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -211,7 +234,10 @@ impl PluginProcess {
             })
             .await
             .map(|r| r.into_inner().status())
-            .map_err(|s| s.message().to_string())
+            .map_err(|s| {
+                super::capture::error_text("SubscribeStream", s.message());
+                s.message().to_string()
+            })
     }
 
     /// RunStream for `path`: each packet's JSON frame, in order.
