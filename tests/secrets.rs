@@ -23,6 +23,7 @@ const SUITE_SECRETS: &[&str] = &[
     "refused-key-90e4",
     // The MongoDB password in a URI (check_health.rs).
     "Pa55wordXyz",
+    "Daemon-Pw-77e1c0",
     // Webhook HMAC secrets and bearer tokens (alerting.rs, dashboards.rs, notifiers.rs).
     "hook-secret",
     "am-token",
@@ -197,4 +198,59 @@ fn no_configured_secret_reaches_a_log_line_or_an_error_text() {
         SUITE_SECRETS.len()
     );
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+}
+
+/// The daemon given a URI with a password it cannot reach: readiness, the refused events
+/// and its log say the database is unreachable, and never show the password.
+#[tokio::test]
+async fn a_daemon_that_cannot_reach_mongodb_never_shows_the_uri_password() {
+    const PASSWORD: &str = "Daemon-Pw-77e1c0";
+    let port = support::plugin_harness::closed_port();
+    let uri = format!("mongodb://opsuser:{PASSWORD}@127.0.0.1:{port}/?authSource=admin");
+    let daemon = support::daemon::Daemon::spawn_on(
+        &uri,
+        "secrets_test",
+        false,
+        &[("MONGOPULSE__MONGODB__CONNECT_TIMEOUT_SECS", "0.5")],
+    );
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    let readiness = loop {
+        let r = daemon
+            .http
+            .get(daemon.url("/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz answered");
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        if status == 503 && body.contains("127.0.0.1") {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness never said MongoDB is unreachable: {status} {body}; {}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    support::capture::error_text("GET /readyz", &readiness);
+    let (status, answer, _) = daemon
+        .post(
+            support::daemon::seed_event(1, chrono::Utc::now()).to_string(),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    let log = daemon.stderr();
+    for text in [&readiness, &answer.to_string(), &log] {
+        assert_eq!(
+            find_secret(text, PASSWORD),
+            None,
+            "the password leaked: {text}"
+        );
+    }
+    assert!(
+        log.contains("pulse"),
+        "the log should still name the user: {log}"
+    );
 }

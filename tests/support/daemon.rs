@@ -28,8 +28,14 @@ impl Daemon {
 
     /// Starts the daemon without waiting for readiness.
     pub fn spawn(mongo: &TestMongo, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn_on(&mongo.uri, &mongo.db_name, mongo.is_secantus(), env)
+    }
+
+    /// Starts the daemon on any MongoDB URI (one that may not answer), without waiting
+    /// for readiness.
+    pub fn spawn_on(uri: &str, database: &str, secantus: bool, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mongopulsed"));
-        if mongo.is_secantus() {
+        if secantus {
             // SecantusDB's Python server is several times slower than the stand-in under
             // many concurrent writers (several tests posting 2,000-event batches at once):
             // give its inserts longer before the daemon gives up with a 503. A test that
@@ -37,8 +43,8 @@ impl Daemon {
             cmd.env("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "30000");
         }
         let mut child = cmd
-            .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
-            .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name)
+            .env("MONGOPULSE__MONGODB__URI", uri)
+            .env("MONGOPULSE__MONGODB__DATABASE", database)
             .env("MONGOPULSE__HTTP__LISTEN", "127.0.0.1:0")
             .env("MONGOPULSE_API_KEYS", format!("test:{API_KEY}"))
             .env("MONGOPULSE__LOG__LEVEL", "info")
