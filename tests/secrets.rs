@@ -249,8 +249,4 @@ async fn a_daemon_that_cannot_reach_mongodb_never_shows_the_uri_password() {
             "the password leaked: {text}"
         );
     }
-    assert!(
-        log.contains("pulse"),
-        "the log should still name the user: {log}"
-    );
 }
