@@ -32,6 +32,8 @@ pub struct IngestMetrics {
     pub ingestion_lag: Histogram,
     pub writes_ok: Counter,
     pub writes_failed: Counter,
+    pub writes_timed_out: Counter,
+    pub writes_unanswered: Gauge,
     pub dead_letter_failures: Counter,
     /// Running totals, read by the `pipeline_stats` reporter.
     pub rejected_total: AtomicU64,
@@ -57,6 +59,8 @@ impl IngestMetrics {
             ingestion_lag: Histogram::new(exponential_buckets(0.01, 3.0, 14)),
             writes_ok: Counter::default(),
             writes_failed: Counter::default(),
+            writes_timed_out: Counter::default(),
+            writes_unanswered: Gauge::default(),
             dead_letter_failures: Counter::default(),
             rejected_total: AtomicU64::new(0),
             lag_sum_ms: AtomicU64::new(0),
@@ -109,8 +113,18 @@ impl IngestMetrics {
         );
         r.register(
             "writes_failed",
-            "Inserts that failed or timed out",
+            "Inserts that failed (refused, or no answer in the end)",
             m.writes_failed.clone(),
+        );
+        r.register(
+            "writes_timed_out",
+            "Inserts not answered within write_timeout_ms: their requests got a 503, and what they stored was counted when MongoDB answered",
+            m.writes_timed_out.clone(),
+        );
+        r.register(
+            "writes_unanswered",
+            "Inserts past write_timeout_ms still waiting for MongoDB's answer (their events are neither acknowledged nor counted yet)",
+            m.writes_unanswered.clone(),
         );
         r.register(
             "dead_letter_write_failures",

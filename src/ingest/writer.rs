@@ -7,6 +7,7 @@
 //! events: when it is spent for longer than `enqueue_timeout_ms` the caller gets
 //! [`SubmitError::Busy`] and the API answers 503 rather than queueing without bound.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,9 @@ struct Job {
     docs: Vec<Document>,
     done: oneshot::Sender<Reply>,
     _room: OwnedSemaphorePermit,
+    /// `write_timeout_ms` counts from here, so a request waiting for a write slot
+    /// behind inserts MongoDB has not answered is bounded too.
+    queued_at: tokio::time::Instant,
 }
 
 /// What a batch came to, with its documents handed back: a request whose
@@ -103,6 +107,12 @@ struct Job {
 pub struct Reply {
     pub result: Result<Refused, SubmitError>,
     pub docs: Vec<Document>,
+    /// Set when MongoDB had not answered within `write_timeout_ms`: `result` is then
+    /// an [`SubmitError::Unavailable`] for the client, but the insert goes on and may
+    /// still store the documents. This receiver gets its real outcome (with the
+    /// documents) when MongoDB answers, so whoever counts events counts what was in
+    /// fact stored.
+    pub outcome_later: Option<Queued>,
 }
 
 /// A batch in the queue; await it for the [`Reply`].
@@ -183,6 +193,7 @@ impl Writer {
                 docs,
                 done,
                 _room: room,
+                queued_at: tokio::time::Instant::now(),
             })
             .await
             .map_err(|_| SubmitError::Closed)?;
@@ -220,12 +231,39 @@ async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
             .metrics
             .queue_depth
             .set((config.max_queued_events - shared.room.available_permits()) as i64);
-        let Ok(slot) = in_flight.clone().acquire_owned().await else {
-            break;
+        // The oldest request's bound covers the whole batch.
+        let answer_by = jobs
+            .iter()
+            .map(|j| j.queued_at)
+            .min()
+            .unwrap_or_else(tokio::time::Instant::now)
+            + Duration::from_millis(config.write_timeout_ms);
+        let slot = match tokio::time::timeout_at(answer_by, in_flight.clone().acquire_owned()).await
+        {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => break,
+            Err(_) => {
+                // Every slot holds an insert MongoDB has not answered: these were never
+                // sent, so they are certainly not stored.
+                shared.metrics.writes_failed.inc();
+                let sizes = jobs.iter().map(|j| j.docs.len()).collect();
+                let mut replies = Vec::with_capacity(jobs.len());
+                let mut docs = Vec::with_capacity(size);
+                for job in jobs {
+                    docs.extend(job.docs);
+                    replies.push((job.done, job._room));
+                }
+                let why = format!(
+                    "no answer within {} ms (MongoDB has not answered the writes before these)",
+                    config.write_timeout_ms
+                );
+                hand_out(Err(SubmitError::Unavailable(why)), replies, sizes, docs);
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            write_batch(jobs, &shared).await;
+            write_batch(jobs, answer_by, &shared).await;
             drop(slot);
         });
     }
@@ -235,7 +273,7 @@ async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
         .await;
 }
 
-async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
+async fn write_batch(jobs: Vec<Job>, answer_by: tokio::time::Instant, shared: &Shared) {
     let metrics = &shared.metrics;
     let timeout = Duration::from_millis(shared.config.write_timeout_ms);
     let sizes: Vec<usize> = jobs.iter().map(|j| j.docs.len()).collect();
@@ -246,28 +284,74 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
         docs.extend(job.docs);
         replies.push((job.done, job._room));
     }
-    let mut docs = docs.into_iter();
     metrics.batch_size.observe(total as f64);
     let started = Instant::now();
-    let outcome = tokio::time::timeout(
-        timeout,
-        shared
+    // The insert borrows `docs`, so it lives in this block; `docs` is handed back after.
+    let (outcome, replies) = {
+        let insert = shared
             .collection
             .insert_many(docs.as_slice())
             .ordered(false)
-            .write_concern(shared.write_concern.clone()),
-    )
-    .await;
+            .write_concern(shared.write_concern.clone())
+            .into_future();
+        tokio::pin!(insert);
+        match tokio::time::timeout_at(answer_by, &mut insert).await {
+            Ok(outcome) => (outcome, replies),
+            Err(_) => {
+                // The insert is on its way and MongoDB may still apply it: answer the
+                // requests now (a 503, so nothing unstored is ever acknowledged), but
+                // wait for the real outcome before saying what was stored. Dropping the
+                // insert here would leave stored events that nobody counts. The write
+                // slot and the queue room stay taken meanwhile: that is the
+                // backpressure while MongoDB does not answer.
+                metrics.writes_timed_out.inc();
+                tracing::warn!(
+                    events = total,
+                    "insert into events got no answer within {} ms: its requests get a 503, and what it stores is counted when MongoDB answers",
+                    timeout.as_millis()
+                );
+                let mut later = Vec::with_capacity(replies.len());
+                for (done, room) in replies {
+                    let (outcome_tx, outcome_rx) = oneshot::channel();
+                    let _ = done.send(Reply {
+                        result: Err(SubmitError::Unavailable(format!(
+                            "no answer within {} ms",
+                            timeout.as_millis()
+                        ))),
+                        docs: Vec::new(),
+                        outcome_later: Some(outcome_rx),
+                    });
+                    later.push((outcome_tx, room));
+                }
+                metrics.writes_unanswered.inc();
+                let outcome = insert.await;
+                metrics.writes_unanswered.dec();
+                (outcome, later)
+            }
+        }
+    };
     metrics.observe_write(started.elapsed().as_secs_f64());
+    let result = insert_result(outcome, shared);
+    match &result {
+        Ok(_) => {
+            metrics.writes_ok.inc();
+        }
+        Err(e) => {
+            metrics.writes_failed.inc();
+            tracing::warn!(events = total, "insert into events failed: {e}");
+        }
+    }
+    hand_out(result, replies, sizes, docs);
+}
 
-    // Index of each refused document in the merged batch, or a batch-wide failure.
-    let result: Result<Refused, SubmitError> = match outcome {
-        Err(_) => Err(SubmitError::Unavailable(format!(
-            "no answer within {} ms",
-            timeout.as_millis()
-        ))),
-        Ok(Ok(_)) => Ok(Vec::new()),
-        Ok(Err(e)) => match e.kind.as_ref() {
+/// Index of each refused document in the merged batch, or a batch-wide failure.
+fn insert_result(
+    outcome: mongodb::error::Result<mongodb::results::InsertManyResult>,
+    shared: &Shared,
+) -> Result<Refused, SubmitError> {
+    match outcome {
+        Ok(_) => Ok(Vec::new()),
+        Err(e) => match e.kind.as_ref() {
             ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => Ok(m
                 .write_errors
                 .iter()
@@ -283,18 +367,18 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
                 shared.redactor.clean(&e.to_string()),
             )),
         },
-    };
-    match &result {
-        Ok(_) => {
-            metrics.writes_ok.inc();
-        }
-        Err(e) => {
-            metrics.writes_failed.inc();
-            tracing::warn!(events = total, "insert into events failed: {e}");
-        }
     }
+}
 
-    // Hand each request its share, with indexes relative to its own documents.
+/// Hands each request its share of `result`, with indexes relative to its own
+/// documents, and its documents back.
+fn hand_out(
+    result: Result<Refused, SubmitError>,
+    replies: Vec<(oneshot::Sender<Reply>, OwnedSemaphorePermit)>,
+    sizes: Vec<usize>,
+    docs: Vec<Document>,
+) {
+    let mut docs = docs.into_iter();
     let mut offset = 0;
     for ((done, room), size) in replies.into_iter().zip(sizes) {
         let share = result.as_ref().map(|refused| {
@@ -309,6 +393,7 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
         let _ = done.send(Reply {
             result: share.map_err(Clone::clone),
             docs: docs.by_ref().take(size).collect(),
+            outcome_later: None,
         });
     }
 }

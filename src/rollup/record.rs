@@ -82,6 +82,18 @@ async fn record<'a>(
             result: Ok(refused),
             ..
         }) => refused,
+        Ok(Reply {
+            result: Err(e),
+            outcome_later: Some(later),
+            ..
+        }) => {
+            // MongoDB has not answered yet and may still store the batch: the client
+            // gets its 503 now, and the admissions stay held (the minutes cannot become
+            // final) until the real outcome says what to count.
+            let times = std::mem::take(&mut guard.times);
+            tokio::spawn(settle_from_stored(rollups.clone(), times, later));
+            return Err(NotRecorded::Write(e.to_string()));
+        }
         Ok(Reply { result: Err(e), .. }) => {
             rollups.not_stored(admitted.iter().map(|(_, e)| e));
             return Err(NotRecorded::Write(e.to_string()));
@@ -130,26 +142,41 @@ impl Drop for Admitted {
         };
         // The request's events are gone with it; the stored documents say what
         // to count.
-        tokio::spawn(async move {
-            match queued.await {
-                Ok(Reply {
-                    result: Ok(refused),
-                    docs,
-                }) => {
-                    let refused: HashSet<usize> = refused.iter().map(|r| r.0).collect();
-                    let mut stored = Vec::new();
-                    let mut released = Vec::new();
-                    for (position, (doc, time)) in docs.iter().zip(&times).enumerate() {
-                        match (refused.contains(&position), Event::from_stored(doc)) {
-                            (false, Ok(e)) => stored.push(e),
-                            _ => released.push(*time),
-                        }
-                    }
-                    rollups.stored(&stored);
-                    rollups.release(&released);
+        tokio::spawn(settle_from_stored(rollups, times, queued));
+    }
+}
+
+/// Settles admissions from the writer's reply alone, for a request that no longer
+/// holds its events (its client went away, or it was answered before MongoDB did):
+/// what the stored documents hold is counted, the rest given back.
+async fn settle_from_stored(rollups: Arc<Rollups>, times: Vec<i64>, mut queued: Queued) {
+    let reply = loop {
+        match queued.await {
+            Ok(Reply {
+                outcome_later: Some(later),
+                ..
+            }) => queued = later,
+            other => break other,
+        }
+    };
+    match reply {
+        Ok(Reply {
+            result: Ok(refused),
+            docs,
+            ..
+        }) => {
+            let refused: HashSet<usize> = refused.iter().map(|r| r.0).collect();
+            let mut stored = Vec::new();
+            let mut released = Vec::new();
+            for (position, (doc, time)) in docs.iter().zip(&times).enumerate() {
+                match (refused.contains(&position), Event::from_stored(doc)) {
+                    (false, Ok(e)) => stored.push(e),
+                    _ => released.push(*time),
                 }
-                _ => rollups.release(&times),
             }
-        });
+            rollups.stored(&stored);
+            rollups.release(&released);
+        }
+        _ => rollups.release(&times),
     }
 }
