@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use bson::Document;
 use hashbrown::{Equivalent, HashMap as FastMap};
@@ -20,6 +21,7 @@ use super::aggregate::{dimension_values, Aggregate};
 use super::level::{Level, MINUTE_MS};
 use super::sessions::Sessions;
 use super::spec::Spec;
+use super::tuples::{OpenTuples, TooManyTuples, TupleKey};
 use crate::event::Event;
 
 /// Identifies a window: spec, level bucket start and dimension tuple.
@@ -117,6 +119,14 @@ pub struct Late {
     pub watermark_ms: i64,
 }
 
+/// Why an event was not admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Late(Late),
+    /// It would open a new dimension tuple past `rollups.max_open_tuples`.
+    TooManyTuples(TooManyTuples),
+}
+
 /// A document to write, and what to mark once it is written.
 #[derive(Debug)]
 pub struct Pending {
@@ -155,6 +165,8 @@ pub struct Windows {
     version: u64,
     /// End of the newest minute written final, for the materialization lag.
     newest_final_end_ms: Option<i64>,
+    /// Distinct (spec, dimension tuple) held by any window or admission.
+    tuples: OpenTuples,
     pub stats: WindowStats,
     pub sessions: Option<Sessions>,
 }
@@ -179,6 +191,7 @@ impl Windows {
             watermark_ms: start_watermark_ms,
             version: 0,
             newest_final_end_ms: None,
+            tuples: OpenTuples::new(usize::MAX),
             stats: WindowStats::default(),
             sessions: None,
         }
@@ -194,6 +207,20 @@ impl Windows {
 
     pub fn newest_final_end_ms(&self) -> Option<i64> {
         self.newest_final_end_ms
+    }
+
+    /// Bounds the dimension tuples live events may open (`usize::MAX`: none).
+    pub fn set_max_open_tuples(&mut self, limit: usize) {
+        self.tuples.set_limit(limit);
+    }
+
+    pub fn max_open_tuples(&self) -> usize {
+        self.tuples.limit()
+    }
+
+    /// Distinct (spec, dimension tuple) open at any level or reserved.
+    pub fn open_tuples(&self) -> usize {
+        self.tuples.len()
     }
 
     pub fn open_windows(&self, level: Level) -> usize {
@@ -228,6 +255,40 @@ impl Windows {
         }
         *self.pending.entry(start).or_insert(0) += 1;
         Ok(())
+    }
+
+    /// Admits an event about to be stored: its minute must not be final, and
+    /// each of its tuples must be open already or fit under the bound. On
+    /// success, the tuples it reserved (give them back with [`Windows::unreserve`]
+    /// once the event is counted or known not stored; the minute's admission
+    /// is given back by [`Windows::record`] or [`Windows::release`]).
+    pub fn admit_event(&mut self, event: &Event, reserved: &mut Vec<Arc<TupleKey>>) -> Result<(), Refused> {
+        let ms = event.timestamp.timestamp_millis();
+        self.admit(ms).map_err(Refused::Late)?;
+        let first = reserved.len();
+        for (i, spec) in self.specs.iter().enumerate() {
+            if !spec.covers(&event.event_type) {
+                continue;
+            }
+            match self.tuples.reserve(i as u16, &dimension_values(spec, event)[..]) {
+                Ok(key) => reserved.push(key),
+                Err(e) => {
+                    for key in reserved.drain(first..) {
+                        self.tuples.unreserve(&key);
+                    }
+                    self.release(ms);
+                    return Err(Refused::TooManyTuples(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back tuple reservations made by [`Windows::admit_event`].
+    pub fn unreserve(&mut self, reserved: &[Arc<TupleKey>]) {
+        for key in reserved {
+            self.tuples.unreserve(key);
+        }
     }
 
     /// Gives back an admission whose event was not stored.
@@ -273,6 +334,7 @@ impl Windows {
                     *self.open_children[Level::Hour.index()]
                         .entry((i as u16, hour))
                         .or_insert(0) += 1;
+                    self.tuples.window_opened(i as u16, &dims[..]);
                     minutes.entry(query.to_owned_key()).or_insert(Window {
                         agg: Aggregate::new(spec),
                         dirty: true,
@@ -315,6 +377,7 @@ impl Windows {
         let spec_ref = &self.specs[spec as usize];
         let windows = &mut self.levels[level.index()];
         if !windows.contains_key(&key) {
+            self.tuples.window_opened(spec, &key.dims[..]);
             // A window open again after a restart counts as an open child of its parent.
             if let Some(parent) = level.parent() {
                 *self.open_children[parent.index()]
@@ -398,6 +461,7 @@ impl Windows {
                                     .entry((key.spec, g.bucket_start(parent_start)))
                                     .or_insert(0) += 1;
                             }
+                            self.tuples.window_opened(key.spec, &parent_key.dims[..]);
                             windows.entry(parent_key).or_insert(Window {
                                 agg: Aggregate::new(spec),
                                 dirty: true,
@@ -456,6 +520,7 @@ impl Windows {
             let windows = &mut self.levels[p.level.index()];
             if p.is_final && windows.get(&p.key).is_some_and(|w| w.version == p.version) {
                 windows.remove(&p.key);
+                self.tuples.window_closed(p.key.spec, &p.key.dims[..]);
                 if p.level == Level::Minute {
                     let end = Level::Minute.bucket_end(p.key.start);
                     self.newest_final_end_ms =
