@@ -391,11 +391,11 @@ mod tests {
                 "a regular expression",
             ),
             (
-                r#"[{"$project": {"m": {"$regexMatch": {"input": "$dimensions.c", "regex": "(\w+\s?)*$"}}}}]"#,
+                r#"[{"$project": {"m": {"$regexMatch": {"input": "$dimensions.c", "regex": "(\\w+\\s?)*$"}}}}]"#,
                 "$regexMatch",
             ),
             (
-                r#"[{"$project": {"m": {"$regexFindAll": {"input": "$x", "regex": "(a)\1"}}}}]"#,
+                r#"[{"$project": {"m": {"$regexFindAll": {"input": "$x", "regex": "(a)\\1"}}}}]"#,
                 "$regexFindAll",
             ),
             (
