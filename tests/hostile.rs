@@ -22,12 +22,13 @@ use support::mongo::TestMongo;
 use support::plugin_harness::{DataSource, PluginProcess};
 use support::recount::{all, wait_until_rollups_match};
 
-const ENV: [(&str, &str); 3] = [
+const ENV: [(&str, &str); 2] = [
     ("MONGOPULSE__ROLLUPS__FLUSH_INTERVAL_MS", "200"),
     ("MONGOPULSE__INGEST__WRITER__MAX_BATCH_DELAY_MS", "10"),
-    // Small, so the oversized bodies and bombs stay small to build and send.
-    ("MONGOPULSE__INGEST__LIMITS__MAX_BODY_BYTES", "65536"),
 ];
+
+/// Small, so the oversized bodies and bombs stay small to build and send.
+const SMALL_BODY_LIMIT: (&str, &str) = ("MONGOPULSE__INGEST__LIMITS__MAX_BODY_BYTES", "65536");
 
 const MINUTE: i64 = 60_000;
 
@@ -128,8 +129,8 @@ fn cases() -> Vec<Case> {
         json_case(
             "attributes nested 5,000 deep (past the JSON parser's recursion bound)",
             format!("[{}]", valid.replacen("\"attributes\":{", &format!("\"attributes\":{{\"deep\":{},", nested(5_000)), 1)),
-            400,
-            &["recursion"],
+            422,
+            &["recursion", "128 levels"],
         ),
         json_case(
             "a dimension value that is an object",
@@ -141,19 +142,19 @@ fn cases() -> Vec<Case> {
             "NaN as a JSON token",
             format!("[{}]", valid.replacen("\"scrollDepth\":0.5", "\"scrollDepth\":NaN", 1)),
             400,
-            &["not valid JSON"],
+            &["not valid JSON", "no NaN or Infinity"],
         ),
         json_case(
             "Infinity as a JSON token",
             format!("[{}]", valid.replacen("\"scrollDepth\":0.5", "\"scrollDepth\":-Infinity", 1)),
             400,
-            &["not valid JSON"],
+            &["not valid JSON", "no NaN or Infinity"],
         ),
         json_case(
             "a number beyond f64 (1e999)",
             format!("[{}]", valid.replacen("\"scrollDepth\":0.5", "\"scrollDepth\":1e999", 1)),
-            400,
-            &["not valid JSON"],
+            422,
+            &["not valid JSON", "64-bit float"],
         ),
     ];
     for text in ["NaN", "Infinity", "-Infinity", "1e999"] {
@@ -204,7 +205,7 @@ fn cases() -> Vec<Case> {
         body: bad_utf8.clone(),
         headers: vec![("content-type", "application/json")],
         status: 400,
-        words: &["not valid JSON"],
+        words: &["not valid JSON", "UTF-8"],
     });
     let mut line = bad_utf8[1..bad_utf8.len() - 1].to_vec();
     line.push(b'\n');
@@ -234,7 +235,9 @@ fn answer_text(body: &Value) -> String {
 #[tokio::test]
 async fn hostile_bodies_get_clear_refusals_and_nothing_else_is_affected() {
     let mongo = TestMongo::start().await;
-    let daemon = Daemon::start(&mongo, &ENV).await;
+    let mut env = ENV.to_vec();
+    env.push(SMALL_BODY_LIMIT);
+    let daemon = Daemon::start(&mongo, &env).await;
 
     let mut problems = Vec::new();
     let cases = cases();
@@ -259,11 +262,14 @@ async fn hostile_bodies_get_clear_refusals_and_nothing_else_is_affected() {
     // Nothing else is affected: the daemon is up and counts a normal batch exactly.
     daemon.wait_ready().await;
     let now = Utc::now();
-    let batch: Vec<Value> = (0..300)
-        .map(|i| seed_event(i, now - chrono::Duration::milliseconds((i * 37) as i64)))
-        .collect();
-    let (status, body) = daemon.post_json(&Value::Array(batch)).await;
-    assert_eq!((status, &body["accepted"]), (200, &json!(300)), "{body}");
+    // In batches under the small body limit.
+    for first in (0..300).step_by(50) {
+        let batch: Vec<Value> = (first..first + 50)
+            .map(|i| seed_event(i, now - chrono::Duration::milliseconds((i * 37) as i64)))
+            .collect();
+        let (status, body) = daemon.post_json(&Value::Array(batch)).await;
+        assert_eq!((status, &body["accepted"]), (200, &json!(50)), "{body}");
+    }
     let exact = wait_until_rollups_match(&mongo).await;
     assert_eq!(exact.values().sum::<i64>(), 300, "only the normal batch was stored");
     let stored = all(&mongo, "events", doc! {}).await;
@@ -356,10 +362,10 @@ async fn one_client_flooding_new_dimension_tuples_is_bounded_and_others_keep_wor
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
     };
-    assert!(value("rollup_open_tuples") <= BOUND as f64, "{metrics}");
-    assert_eq!(value("rollup_max_open_tuples"), BOUND as f64);
+    assert!(value("mongopulse_rollup_open_tuples") <= BOUND as f64, "{metrics}");
+    assert_eq!(value("mongopulse_rollup_max_open_tuples"), BOUND as f64);
     assert_eq!(
-        value("rollup_tuple_limit_refused_total"),
+        value("mongopulse_rollup_tuple_limit_refused_total"),
         (100 - fitted + flood_batches * 100) as f64
     );
 
