@@ -42,7 +42,12 @@ struct Case {
     words: &'static [&'static str],
 }
 
-fn json_case(name: &'static str, body: String, status: u16, words: &'static [&'static str]) -> Case {
+fn json_case(
+    name: &'static str,
+    body: String,
+    status: u16,
+    words: &'static [&'static str],
+) -> Case {
     Case {
         name,
         body: body.into_bytes(),
@@ -197,7 +202,8 @@ fn cases() -> Vec<Case> {
         &["attributes.a.b", "not a usable field name"],
     ));
     // Invalid UTF-8 inside a string, in a JSON array and on an NDJSON line.
-    let mut bad_utf8 = format!("[{}]", valid.replacen("\"Paris\"", "\"Pa\u{1}ris\"", 1)).into_bytes();
+    let mut bad_utf8 =
+        format!("[{}]", valid.replacen("\"Paris\"", "\"Pa\u{1}ris\"", 1)).into_bytes();
     let at = bad_utf8.windows(2).position(|w| w == b"\x01r").unwrap();
     bad_utf8[at] = 0xff;
     out.push(Case {
@@ -244,7 +250,11 @@ async fn hostile_bodies_get_clear_refusals_and_nothing_else_is_affected() {
     for case in &cases {
         let (status, body, _) = daemon.post(case.body.clone(), &case.headers).await;
         let text = answer_text(&body);
-        println!("{:<70} {status}  {}", case.name, &text[..text.len().min(160)]);
+        println!(
+            "{:<70} {status}  {}",
+            case.name,
+            &text[..text.len().min(160)]
+        );
         if status != case.status || body["accepted"] != json!(0) {
             problems.push(format!(
                 "{}: expected {} with nothing accepted, got {status}: {body}",
@@ -253,7 +263,10 @@ async fn hostile_bodies_get_clear_refusals_and_nothing_else_is_affected() {
         }
         for w in case.words {
             if !text.contains(w) {
-                problems.push(format!("{}: the answer does not say '{w}': {text}", case.name));
+                problems.push(format!(
+                    "{}: the answer does not say '{w}': {text}",
+                    case.name
+                ));
             }
         }
     }
@@ -271,7 +284,11 @@ async fn hostile_bodies_get_clear_refusals_and_nothing_else_is_affected() {
         assert_eq!((status, &body["accepted"]), (200, &json!(50)), "{body}");
     }
     let exact = wait_until_rollups_match(&mongo).await;
-    assert_eq!(exact.values().sum::<i64>(), 300, "only the normal batch was stored");
+    assert_eq!(
+        exact.values().sum::<i64>(),
+        300,
+        "only the normal batch was stored"
+    );
     let stored = all(&mongo, "events", doc! {}).await;
     assert_eq!(stored.len(), 300);
     let stderr = daemon.stderr();
@@ -342,12 +359,19 @@ async fn one_client_flooding_new_dimension_tuples_is_bounded_and_others_keep_wor
     for b in 1..=flood_batches {
         let r = post_flood(flood(b * 100)).await.unwrap();
         assert_eq!(r.status().as_u16(), 429);
-        let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(retry >= 1);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["accepted"], json!(0));
         assert!(
-            body["error"].as_str().unwrap().contains("rollups.max_open_tuples"),
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("rollups.max_open_tuples"),
             "{body}"
         );
     }
@@ -362,7 +386,10 @@ async fn one_client_flooding_new_dimension_tuples_is_bounded_and_others_keep_wor
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
     };
-    assert!(value("mongopulse_rollup_open_tuples") <= BOUND as f64, "{metrics}");
+    assert!(
+        value("mongopulse_rollup_open_tuples") <= BOUND as f64,
+        "{metrics}"
+    );
     assert_eq!(value("mongopulse_rollup_max_open_tuples"), BOUND as f64);
     assert_eq!(
         value("mongopulse_rollup_tuple_limit_refused_total"),
@@ -416,26 +443,117 @@ async fn queries_that_write_run_code_leave_the_database_or_backtrack_are_refused
     };
     // (refId, query, words its error must hold)
     let refused: Vec<(&str, Value, &[&str])> = vec![
-        ("out", pipeline(r#"[{"$out": "stolen"}]"#), &["$out", "read-only"]),
-        ("merge", pipeline(r#"[{"$merge": {"into": "stolen"}}]"#), &["$merge", "read-only"]),
-        ("function", pipeline(r#"[{"$project": {"x": {"$function": {"body": "function() {return 1}", "args": [], "lang": "js"}}}}]"#), &["$function", "JavaScript"]),
-        ("accumulator", pipeline(r#"[{"$group": {"_id": 1, "x": {"$accumulator": {"init": "function() {}", "accumulate": "function() {}", "accumulateArgs": [], "merge": "function() {}", "lang": "js"}}}}]"#), &["$accumulator"]),
-        ("where", pipeline(r#"[{"$match": {"$where": "sleep(100000)"}}]"#), &["$where"]),
-        ("where in facet", pipeline(r#"[{"$facet": {"a": [{"$match": {"$where": "1"}}]}}]"#), &["$where"]),
-        ("out in lookup", pipeline(r#"[{"$lookup": {"from": "metrics_hourly", "as": "h", "pipeline": [{"$match": {"$where": "1"}}]}}]"#), &["$where"]),
-        ("lookup other db", pipeline(r#"[{"$lookup": {"from": {"db": "other", "coll": "x"}, "as": "o", "pipeline": []}}]"#), &["$lookup", "other", "own database"]),
-        ("graphLookup other db", pipeline(r#"[{"$graphLookup": {"from": {"db": "admin", "coll": "system.users"}, "startWith": "$a", "connectFromField": "a", "connectToField": "b", "as": "o"}}]"#), &["$graphLookup", "admin"]),
-        ("unionWith other coll", pipeline(r#"[{"$unionWith": {"coll": "users", "pipeline": []}}]"#), &["$unionWith", "users"]),
-        ("unionWith string", pipeline(r#"[{"$unionWith": "users"}]"#), &["$unionWith", "users"]),
-        ("lookup in unionWith", pipeline(r#"[{"$unionWith": {"coll": "metrics_daily", "pipeline": [{"$lookup": {"from": "secrets", "as": "s", "localField": "a", "foreignField": "b"}}]}}]"#), &["$lookup", "secrets"]),
-        ("regex in match", pipeline(r#"[{"$match": {"dimensions.country": {"$regex": "(a+)+$"}}}]"#), &["$regex", "without bound"]),
-        ("regexMatch", pipeline(r#"[{"$project": {"m": {"$regexMatch": {"input": "$dimensions.country", "regex": "(\\w+\\s?)*$"}}}}]"#), &["$regexMatch", "without bound"]),
-        ("regexFindAll backreference", pipeline(r#"[{"$project": {"m": {"$regexFindAll": {"input": "$dimensions.country", "regex": "(a)\\1"}}}}]"#), &["backreference"]),
-        ("adhoc =~", adhoc("=~", "(a+)+$"), &["adhocFilters[0].value", "without bound"]),
-        ("adhoc !~", adhoc("!~", "^(x*)*y"), &["adhocFilters[0].value", "without bound"]),
-        ("adhoc $ key", json!({ "eventType": "page_view", "measures": [{"type": "count"}], "adhocFilters": [{ "key": "$where", "operator": "=", "value": "1" }] }), &["adhocFilters[0].key"]),
+        (
+            "out",
+            pipeline(r#"[{"$out": "stolen"}]"#),
+            &["$out", "read-only"],
+        ),
+        (
+            "merge",
+            pipeline(r#"[{"$merge": {"into": "stolen"}}]"#),
+            &["$merge", "read-only"],
+        ),
+        (
+            "function",
+            pipeline(
+                r#"[{"$project": {"x": {"$function": {"body": "function() {return 1}", "args": [], "lang": "js"}}}}]"#,
+            ),
+            &["$function", "JavaScript"],
+        ),
+        (
+            "accumulator",
+            pipeline(
+                r#"[{"$group": {"_id": 1, "x": {"$accumulator": {"init": "function() {}", "accumulate": "function() {}", "accumulateArgs": [], "merge": "function() {}", "lang": "js"}}}}]"#,
+            ),
+            &["$accumulator"],
+        ),
+        (
+            "where",
+            pipeline(r#"[{"$match": {"$where": "sleep(100000)"}}]"#),
+            &["$where"],
+        ),
+        (
+            "where in facet",
+            pipeline(r#"[{"$facet": {"a": [{"$match": {"$where": "1"}}]}}]"#),
+            &["$where"],
+        ),
+        (
+            "out in lookup",
+            pipeline(
+                r#"[{"$lookup": {"from": "metrics_hourly", "as": "h", "pipeline": [{"$match": {"$where": "1"}}]}}]"#,
+            ),
+            &["$where"],
+        ),
+        (
+            "lookup other db",
+            pipeline(
+                r#"[{"$lookup": {"from": {"db": "other", "coll": "x"}, "as": "o", "pipeline": []}}]"#,
+            ),
+            &["$lookup", "other", "own database"],
+        ),
+        (
+            "graphLookup other db",
+            pipeline(
+                r#"[{"$graphLookup": {"from": {"db": "admin", "coll": "system.users"}, "startWith": "$a", "connectFromField": "a", "connectToField": "b", "as": "o"}}]"#,
+            ),
+            &["$graphLookup", "admin"],
+        ),
+        (
+            "unionWith other coll",
+            pipeline(r#"[{"$unionWith": {"coll": "users", "pipeline": []}}]"#),
+            &["$unionWith", "users"],
+        ),
+        (
+            "unionWith string",
+            pipeline(r#"[{"$unionWith": "users"}]"#),
+            &["$unionWith", "users"],
+        ),
+        (
+            "lookup in unionWith",
+            pipeline(
+                r#"[{"$unionWith": {"coll": "metrics_daily", "pipeline": [{"$lookup": {"from": "secrets", "as": "s", "localField": "a", "foreignField": "b"}}]}}]"#,
+            ),
+            &["$lookup", "secrets"],
+        ),
+        (
+            "regex in match",
+            pipeline(r#"[{"$match": {"dimensions.country": {"$regex": "(a+)+$"}}}]"#),
+            &["$regex", "without bound"],
+        ),
+        (
+            "regexMatch",
+            pipeline(
+                r#"[{"$project": {"m": {"$regexMatch": {"input": "$dimensions.country", "regex": "(\\w+\\s?)*$"}}}}]"#,
+            ),
+            &["$regexMatch", "without bound"],
+        ),
+        (
+            "regexFindAll backreference",
+            pipeline(
+                r#"[{"$project": {"m": {"$regexFindAll": {"input": "$dimensions.country", "regex": "(a)\\1"}}}}]"#,
+            ),
+            &["backreference"],
+        ),
+        (
+            "adhoc =~",
+            adhoc("=~", "(a+)+$"),
+            &["adhocFilters[0].value", "without bound"],
+        ),
+        (
+            "adhoc !~",
+            adhoc("!~", "^(x*)*y"),
+            &["adhocFilters[0].value", "without bound"],
+        ),
+        (
+            "adhoc $ key",
+            json!({ "eventType": "page_view", "measures": [{"type": "count"}], "adhocFilters": [{ "key": "$where", "operator": "=", "value": "1" }] }),
+            &["adhocFilters[0].key"],
+        ),
     ];
-    let (from, to) = (now.timestamp_millis() - 30 * MINUTE, now.timestamp_millis() + MINUTE);
+    let (from, to) = (
+        now.timestamp_millis() - 30 * MINUTE,
+        now.timestamp_millis() + MINUTE,
+    );
     let queries: Vec<(&str, Value, i64, i64, i64)> = refused
         .iter()
         .map(|(r, q, _)| (*r, q.clone(), from, to, MINUTE))
@@ -463,12 +581,17 @@ async fn queries_that_write_run_code_leave_the_database_or_backtrack_are_refused
     // The data source still answers normal queries, with the right count.
     let good = json!({ "eventType": "page_view", "measures": [{"type": "count"}], "format": "table",
                        "adhocFilters": [{ "key": "country", "operator": "=~", "value": "^(FR|DE)$" }] });
-    let good_pipeline = pipeline(r#"[{"$match": {"spec": "default"}}, {"$group": {"_id": null, "n": {"$sum": "$metrics.count"}}}]"#);
+    let good_pipeline = pipeline(
+        r#"[{"$match": {"spec": "default"}}, {"$group": {"_id": null, "n": {"$sum": "$metrics.count"}}}]"#,
+    );
     let mut answers = by_ref(
         plugin
             .query(
                 &ds,
-                &[("good", good, from, to, MINUTE), ("pipeline", good_pipeline, from, to, MINUTE)],
+                &[
+                    ("good", good, from, to, MINUTE),
+                    ("pipeline", good_pipeline, from, to, MINUTE),
+                ],
                 &[],
             )
             .await,

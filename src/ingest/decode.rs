@@ -170,7 +170,9 @@ pub fn explain_json_error(bytes: &[u8], e: &serde_json::Error) -> String {
             + e.column().saturating_sub(1);
         let near = &bytes[offset.saturating_sub(2).min(bytes.len())..(offset + 9).min(bytes.len())];
         if near.windows(3).any(|w| w == b"NaN") || near.windows(8).any(|w| w == b"Infinity") {
-            return format!("{text}: JSON has no NaN or Infinity; send finite numbers, or leave the metric out");
+            return format!(
+                "{text}: JSON has no NaN or Infinity; send finite numbers, or leave the metric out"
+            );
         }
     }
     text

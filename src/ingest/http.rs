@@ -212,9 +212,10 @@ async fn accept(state: &EventsState, headers: &HeaderMap, body: Body) -> Respons
     }
     let mut response = (status, Json(body)).into_response();
     if over_tuple_bound {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(TUPLE_RETRY_AFTER_SECS));
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(TUPLE_RETRY_AFTER_SECS),
+        );
     }
     response
 }

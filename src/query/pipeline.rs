@@ -78,7 +78,10 @@ pub fn prepare(
             ));
         }
         if let Some((op, why)) = refused_regex(&stage) {
-            return Err(ModelError::new(format!("pipeline[{i}]"), format!("{op}: {why}")));
+            return Err(ModelError::new(
+                format!("pipeline[{i}]"),
+                format!("{op}: {why}"),
+            ));
         }
         let Bson::Document(d) = stage else {
             continue;
@@ -381,7 +384,10 @@ mod tests {
     #[test]
     fn catastrophic_regexes_are_refused_wherever_they_are() {
         for (p, op) in [
-            (r#"[{"$match": {"dimensions.country": {"$regex": "(a+)+$"}}}]"#, "$regex"),
+            (
+                r#"[{"$match": {"dimensions.country": {"$regex": "(a+)+$"}}}]"#,
+                "$regex",
+            ),
             (
                 r#"[{"$match": {"dimensions.country": {"$regex": "(a*)*b", "$options": "i"}}}]"#,
                 "",

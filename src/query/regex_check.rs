@@ -217,7 +217,11 @@ mod tests {
             let e = check_regex(p).expect_err(p);
             assert!(e.contains("backreference"), "{p}: {e}");
         }
-        assert_eq!(check_regex("\\d\\\\1"), Ok(()), "an escaped backslash then 1");
+        assert_eq!(
+            check_regex("\\d\\\\1"),
+            Ok(()),
+            "an escaped backslash then 1"
+        );
     }
 
     #[test]

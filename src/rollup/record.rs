@@ -54,11 +54,9 @@ async fn record<'a>(
                     watermark_ms: late.watermark_ms,
                 },
             )),
-            Some(Refused::TooManyTuples(t)) => {
-                recorded
-                    .refused
-                    .push((index, Refusal::TooManyTuples { limit: t.limit }))
-            }
+            Some(Refused::TooManyTuples(t)) => recorded
+                .refused
+                .push((index, Refusal::TooManyTuples { limit: t.limit })),
         }
     }
     if admitted.is_empty() {

@@ -224,10 +224,7 @@ mod tests {
         let mut t = OpenTuples::new(2);
         let a = t.reserve(0, &dims("FR")).unwrap();
         let b = t.reserve(0, &dims("DE")).unwrap();
-        assert_eq!(
-            t.reserve(0, &dims("US")),
-            Err(TooManyTuples { limit: 2 })
-        );
+        assert_eq!(t.reserve(0, &dims("US")), Err(TooManyTuples { limit: 2 }));
         // The same values under another spec are another tuple.
         assert!(t.reserve(1, &dims("FR")).is_err());
         let again = t.reserve(0, &dims("FR")).unwrap();

@@ -262,7 +262,11 @@ impl Windows {
     /// success, the tuples it reserved (give them back with [`Windows::unreserve`]
     /// once the event is counted or known not stored; the minute's admission
     /// is given back by [`Windows::record`] or [`Windows::release`]).
-    pub fn admit_event(&mut self, event: &Event, reserved: &mut Vec<Arc<TupleKey>>) -> Result<(), Refused> {
+    pub fn admit_event(
+        &mut self,
+        event: &Event,
+        reserved: &mut Vec<Arc<TupleKey>>,
+    ) -> Result<(), Refused> {
         let ms = event.timestamp.timestamp_millis();
         self.admit(ms).map_err(Refused::Late)?;
         let first = reserved.len();
@@ -270,7 +274,10 @@ impl Windows {
             if !spec.covers(&event.event_type) {
                 continue;
             }
-            match self.tuples.reserve(i as u16, &dimension_values(spec, event)[..]) {
+            match self
+                .tuples
+                .reserve(i as u16, &dimension_values(spec, event)[..])
+            {
                 Ok(key) => reserved.push(key),
                 Err(e) => {
                     for key in reserved.drain(first..) {
