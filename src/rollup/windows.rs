@@ -720,4 +720,60 @@ mod tests {
         w.commit(&again);
         assert_eq!(w.open_windows(Level::Minute), 0);
     }
+
+    fn parsed(ms: i64, country: &str) -> Event<'static> {
+        let text: &'static str = Box::leak(event_json(ms, country, 1.0).into_boxed_str());
+        let v = Validator {
+            limits: Limits::default(),
+            max_age: chrono::Duration::days(3650),
+        };
+        v.event(0, text.as_bytes(), Utc.timestamp_millis_opt(ms).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn new_tuples_past_the_bound_are_refused_until_every_level_has_closed() {
+        let mut w = Windows::new(vec![spec()], "w1", 0, 0, i64::MIN);
+        w.set_max_open_tuples(2);
+        let mut reserved = Vec::new();
+        for country in ["FR", "DE"] {
+            let e = parsed(T0, country);
+            w.admit_event(&e, &mut reserved).unwrap();
+            w.record(&e);
+        }
+        let us = parsed(T0 + 1_000, "US");
+        assert_eq!(
+            w.admit_event(&us, &mut reserved),
+            Err(Refused::TooManyTuples(TooManyTuples { limit: 2 }))
+        );
+        // A refused event holds neither its minute nor a tuple.
+        assert_eq!(reserved.len(), 2);
+        let fr = parsed(T0 + 2_000, "FR");
+        w.admit_event(&fr, &mut reserved).unwrap();
+        w.record(&fr);
+        w.unreserve(&reserved);
+        reserved.clear();
+        assert_eq!(w.open_tuples(), 2, "the windows hold them");
+
+        // The minute is final and written: the hour, day and month still hold the tuples.
+        w.advance(T0 + 2 * MINUTE_MS);
+        let b = w.flush(0);
+        w.commit(&b);
+        assert_eq!(w.open_windows(Level::Minute), 0);
+        assert_eq!(w.open_tuples(), 2);
+        assert!(w
+            .admit_event(&parsed(T0 + 2 * MINUTE_MS, "US"), &mut reserved)
+            .is_err());
+        // Once the month is final and written, nothing holds them.
+        let after_month = T0 + 40 * 24 * 3_600_000;
+        for _ in 0..4 {
+            w.advance(after_month);
+            let b = w.flush(0);
+            w.commit(&b);
+        }
+        assert_eq!(w.open_tuples(), 0);
+        assert!(w
+            .admit_event(&parsed(after_month, "US"), &mut reserved)
+            .is_ok());
+    }
 }
