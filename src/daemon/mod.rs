@@ -365,8 +365,10 @@ async fn prepare(p: Preparation) -> Option<tokio::task::JoinHandle<()>> {
                 .unwrap_or_default()
         );
     }
+    let mut windows = recovered.windows;
+    windows.set_max_open_tuples(p.rollup_config.max_open_tuples);
     let rollups = Arc::new(Rollups::new(
-        recovered.windows,
+        windows,
         p.db.clone(),
         p.names.clone(),
         &p.writer_id,

@@ -116,7 +116,7 @@ pub fn split(body: &[u8], format: Format, max_events: usize) -> Result<Vec<&[u8]
                 None => return Err(BodyError::Empty),
                 Some(b'[') => {
                     let raw: Vec<&RawValue> = serde_json::from_slice(trimmed)
-                        .map_err(|e| BodyError::BadJson(e.to_string()))?;
+                        .map_err(|e| BodyError::BadJson(explain_json_error(trimmed, &e)))?;
                     raw.into_iter().map(|r| r.get().as_bytes()).collect()
                 }
                 // One event on its own. A body that is not JSON at all is the body's
@@ -124,7 +124,7 @@ pub fn split(body: &[u8], format: Format, max_events: usize) -> Result<Vec<&[u8]
                 // (a number, an object missing fields) is the event's (422).
                 Some(_) => {
                     let raw: &RawValue = serde_json::from_slice(trimmed)
-                        .map_err(|e| BodyError::BadJson(e.to_string()))?;
+                        .map_err(|e| BodyError::BadJson(explain_json_error(trimmed, &e)))?;
                     vec![raw.get().as_bytes()]
                 }
             }
@@ -140,6 +140,42 @@ pub fn split(body: &[u8], format: Format, max_events: usize) -> Result<Vec<&[u8]
         });
     }
     Ok(items)
+}
+
+/// serde_json's message for `bytes`, with what the client should change for
+/// the hostile cases its wording leaves unclear: bytes that are not UTF-8,
+/// NaN and Infinity (not JSON), numbers no f64 holds, and nesting past the
+/// parser's recursion bound (128 levels).
+pub fn explain_json_error(bytes: &[u8], e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if let Err(bad) = std::str::from_utf8(bytes) {
+        return format!(
+            "{text}: the text is not valid UTF-8 (first bad byte at offset {}); send JSON encoded as UTF-8",
+            bad.valid_up_to()
+        );
+    }
+    if text.contains("recursion limit exceeded") {
+        return format!("{text}: nested more than 128 levels deep; attributes and geo may nest at most ingest.limits.max_depth levels");
+    }
+    if text.contains("number out of range") {
+        return format!("{text}: numbers must fit a 64-bit float");
+    }
+    if e.is_syntax() && e.line() > 0 {
+        // The error's position, as a byte offset (columns count bytes from 1).
+        let offset = bytes
+            .split(|b| *b == b'\n')
+            .take(e.line() - 1)
+            .map(|l| l.len() + 1)
+            .sum::<usize>()
+            + e.column().saturating_sub(1);
+        let near = &bytes[offset.saturating_sub(2).min(bytes.len())..(offset + 9).min(bytes.len())];
+        if near.windows(3).any(|w| w == b"NaN") || near.windows(8).any(|w| w == b"Infinity") {
+            return format!(
+                "{text}: JSON has no NaN or Infinity; send finite numbers, or leave the metric out"
+            );
+        }
+    }
+    text
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -240,5 +276,20 @@ mod tests {
             Format::Ndjson
         );
         assert!(Format::from_content_type(Some("text/csv")).is_err());
+    }
+
+    #[test]
+    fn json_errors_say_what_to_change() {
+        let why = |body: &[u8]| {
+            let e = serde_json::from_slice::<serde_json::Value>(body).unwrap_err();
+            explain_json_error(body, &e)
+        };
+        assert!(why(b"{\"x\": NaN}").contains("no NaN or Infinity"));
+        assert!(why(b"{\"x\": -Infinity}").contains("no NaN or Infinity"));
+        assert!(why(b"{\"x\": 1e999}").contains("64-bit float"));
+        assert!(why(b"{\"x\": \"\xff\"}").contains("not valid UTF-8 (first bad byte at offset 7)"));
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(why(deep.as_bytes()).contains("128 levels"));
+        assert!(!why(b"{\"x\": nope}").contains("NaN"));
     }
 }

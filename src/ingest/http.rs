@@ -2,7 +2,9 @@
 //!
 //! In: HTTP requests. Out: JSON answers; a 2xx only for events MongoDB has
 //! acknowledged. Statuses: 200 (all or some accepted; the rest listed), 422 (none
-//! valid), 400/413/415 (the body as a whole), 401, 429 and 503 (with `Retry-After`).
+//! valid), 400/413/415 (the body as a whole), 401, 429 (rate limit, or every
+//! event would open a dimension tuple past `rollups.max_open_tuples`) and 503
+//! (with `Retry-After`).
 //! The daemon's other routes are in `daemon::http`.
 
 use std::sync::{Arc, OnceLock};
@@ -190,21 +192,32 @@ async fn accept(state: &EventsState, headers: &HeaderMap, body: Body) -> Respons
     }
     record_dead_letters(state, &rejected, key.as_deref(), now).await;
 
-    let status = if accepted == 0 && !rejected.is_empty() {
+    let over_tuple_bound = rejected.iter().any(|(r, _)| r.kind == TOO_MANY_TUPLES);
+    let status = if accepted == 0 && over_tuple_bound {
+        // Not the event's fault alone: the daemon is full; later it may fit.
+        StatusCode::TOO_MANY_REQUESTS
+    } else if accepted == 0 && !rejected.is_empty() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
     };
     let rejected: Vec<&Rejection> = rejected.iter().map(|(r, _)| r).collect();
-    (
-        status,
-        Json(json!({
-            "accepted": accepted,
-            "rejectedCount": rejected.len(),
-            "rejected": rejected,
-        })),
-    )
-        .into_response()
+    let mut body = json!({
+        "accepted": accepted,
+        "rejectedCount": rejected.len(),
+        "rejected": rejected,
+    });
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        body["error"] = json!("no event of this request was stored: they would open new dimension tuples past rollups.max_open_tuples; see `rejected`");
+    }
+    let mut response = (status, Json(body)).into_response();
+    if over_tuple_bound {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(TUPLE_RETRY_AFTER_SECS),
+        );
+    }
+    response
 }
 
 /// Reads up to `limit` bytes. Past it, the rest is read and thrown away (up
@@ -274,6 +287,16 @@ fn refusal_rejection(index: usize, refusal: Refusal) -> Rejection {
             ),
             kind: "late",
         },
+        // Bounded memory: past the bound, new tuples wait for windows to close
+        // (a tuple stays open until its month is final); open ones still pass.
+        Refusal::TooManyTuples { limit } => Rejection {
+            index,
+            path: "metadata.dimensions".into(),
+            reason: format!(
+                "too many distinct dimension tuples: this event's combination of dimension values is new and the daemon already holds its limit of {limit} open tuples (rollups.max_open_tuples); it was not stored. Events with combinations already open are still accepted. Keep high-cardinality values (user ids, request ids) out of the rollup spec's dimensions (put them in attributes or metrics), or raise rollups.max_open_tuples"
+            ),
+            kind: TOO_MANY_TUPLES,
+        },
         Refusal::ByMongodb(why) => Rejection {
             index,
             path: String::new(),
@@ -282,6 +305,12 @@ fn refusal_rejection(index: usize, refusal: Refusal) -> Rejection {
         },
     }
 }
+
+/// The rejection kind of [`Refusal::TooManyTuples`]: the request answers 429 when nothing else passed.
+const TOO_MANY_TUPLES: &str = "too_many_tuples";
+
+/// Seconds a client refused for the tuple bound is told to wait: windows close minute by minute.
+const TUPLE_RETRY_AFTER_SECS: u64 = 60;
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

@@ -48,6 +48,9 @@ pub enum Refusal {
         minute_start_ms: i64,
         watermark_ms: i64,
     },
+    /// It would open a new dimension tuple while `limit` are open already
+    /// (`rollups.max_open_tuples`); not stored, so the client may retry later.
+    TooManyTuples { limit: usize },
     /// MongoDB refused this document (the rest of the batch was stored).
     ByMongodb(String),
 }

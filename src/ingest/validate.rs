@@ -156,7 +156,7 @@ impl Validator {
                 } else {
                     ("invalid_field", path)
                 };
-                return Err(reject(&path, kind, explain_serde(&inner)));
+                return Err(reject(&path, kind, explain_serde(bytes, &inner)));
             }
         };
         let limits = &self.limits;
@@ -338,10 +338,13 @@ fn json_path(path: &serde_path_to_error::Path) -> String {
 
 /// serde's messages end with " at line L column C", which is noise for a
 /// one-event document once the path is known; keep the position for syntax errors.
-fn explain_serde(e: &serde_json::Error) -> String {
+fn explain_serde(bytes: &[u8], e: &serde_json::Error) -> String {
     let text = e.to_string();
     if e.is_syntax() || e.is_eof() {
-        return format!("not valid JSON: {text}");
+        return format!(
+            "not valid JSON: {}",
+            crate::ingest::decode::explain_json_error(bytes, e)
+        );
     }
     match text.rfind(" at line ") {
         Some(i) => text[..i].to_string(),

@@ -15,6 +15,7 @@
 use regex::Regex;
 
 use super::model::{BuilderQuery, FilterOp, ModelError};
+use super::regex_check::check_regex;
 
 /// The rows of one spec and event type whose dimensions pass every condition.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,7 +78,17 @@ pub fn row_filter(q: &BuilderQuery) -> Result<RowFilter, ModelError> {
         });
     }
     for (i, a) in q.adhoc_filters.iter().enumerate() {
+        if a.key.is_empty() || a.key.starts_with('$') || a.key.contains('.') {
+            return Err(ModelError::new(
+                format!("adhocFilters[{i}].key"),
+                format!("'{}' is not a dimension name: names are not empty and hold no '$' at the start and no '.'", a.key),
+            ));
+        }
         let value = a.value.clone();
+        if matches!(a.operator.as_str(), "=~" | "!~") {
+            check_regex(&value)
+                .map_err(|reason| ModelError::new(format!("adhocFilters[{i}].value"), reason))?;
+        }
         let test = match a.operator.as_str() {
             "=" => Test::Is(value),
             "!=" => Test::IsNot(value),
@@ -348,5 +359,28 @@ mod tests {
         })
         .unwrap();
         assert!(CompiledFilter::new(&lookaround).is_err());
+    }
+
+    #[test]
+    fn catastrophic_regexes_and_odd_keys_are_refused_before_mongodb_sees_them() {
+        let refused = |adhoc: serde_json::Value| {
+            let Query::Builder(b) =
+                parse(&serde_json::json!({"eventType": "x", "adhocFilters": [adhoc]})).unwrap()
+            else {
+                panic!("not a builder query")
+            };
+            row_filter(&b).unwrap_err()
+        };
+        for op in ["=~", "!~"] {
+            let e = refused(serde_json::json!({"key": "c", "operator": op, "value": "(a+)+$"}));
+            assert_eq!(e.path, "adhocFilters[0].value");
+            assert!(e.reason.contains("without bound"), "{e}");
+        }
+        let e = refused(serde_json::json!({"key": "c", "operator": "=~", "value": "(a)\\1"}));
+        assert!(e.reason.contains("backreference"), "{e}");
+        for key in ["$where", "a.b", ""] {
+            let e = refused(serde_json::json!({"key": key, "operator": "=", "value": "1"}));
+            assert_eq!(e.path, "adhocFilters[0].key", "{key}");
+        }
     }
 }

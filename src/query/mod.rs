@@ -18,7 +18,8 @@
 //!
 //! A pipeline query is checked by [`pipeline`], run by [`execute`], its rows
 //! decoded into columns by [`decode`] and framed by [`frames`]
-//! ([`run::run_pipeline`]). Live channels read change-stream documents with the
+//! ([`run::run_pipeline`]). Every regular expression either kind sends to
+//! MongoDB passes [`regex_check`] first. Live channels read change-stream documents with the
 //! same [`filter`] the pipeline's `$match` is written from.
 
 pub mod cache;
@@ -33,6 +34,7 @@ pub mod metadata;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
+pub mod regex_check;
 pub mod run;
 #[cfg(test)]
 mod testing;

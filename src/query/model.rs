@@ -383,6 +383,14 @@ fn check_builder(b: &BuilderQuery) -> Result<(), ModelError> {
             ));
         }
     }
+    for (i, g) in b.group_by.iter().enumerate() {
+        if g.is_empty() || g.starts_with('$') || g.contains('.') {
+            return Err(ModelError::new(
+                format!("groupBy[{i}]"),
+                format!("'{g}' is not a dimension name: names are not empty and hold no '$' at the start and no '.'"),
+            ));
+        }
+    }
     if let Some(t) = &b.top_n {
         if b.group_by.is_empty() {
             return Err(ModelError::new(

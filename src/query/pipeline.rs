@@ -1,13 +1,15 @@
 //! Pipeline mode's checks. In: a user's aggregation pipeline (JSON text with
 //! time macros) and the collection it names. Out: the pipeline's stages as
 //! BSON, with the macros expanded to the panel's range, or a [`ModelError`]
-//! when it names another collection than the data source's, could write, or
-//! could run JavaScript. `run::run_pipeline` runs it; its rows become columns
+//! when it names another collection than the data source's (or another
+//! database), could write, could run JavaScript, or holds a regular expression
+//! that [`super::regex_check`] refuses. `run::run_pipeline` runs it; its rows become columns
 //! in `decode` and a frame in `frames`.
 
 use bson::{Bson, Document};
 
 use super::model::{ModelError, PipelineQuery};
+use super::regex_check::check_regex;
 use crate::store::CollectionNames;
 
 /// Stages and operators that write or run code: refused.
@@ -57,20 +59,33 @@ pub fn prepare(
                 "each stage must be an object such as {\"$match\": {…}}",
             ));
         };
-        if let Some(other) = foreign_collection(&Bson::Document(d.clone()), &allowed) {
-            return Err(ModelError::new(
-                format!("pipeline[{i}]"),
-                format!("'{other}' is not one of this data source's collections ({}); $lookup, $graphLookup and $unionWith may only read those", allowed.join(", ")),
-            ));
-        }
-        if let Some(op) = find_forbidden(&Bson::Document(d.clone())) {
+        let stage = Bson::Document(d);
+        if let Some(op) = find_forbidden(&stage) {
             return Err(ModelError::new(
                 format!("pipeline[{i}]"),
                 format!(
-                    "{op} is not allowed: pipeline queries are read-only and run no JavaScript"
+                    "{op} is not allowed: pipeline queries are read-only and run no JavaScript \
+                     (refused anywhere, sub-pipelines included: $out, $merge, $function, \
+                     $accumulator, $where); use $match, $group, $project, $lookup and the \
+                     other read-only stages"
                 ),
             ));
         }
+        if let Some((op, what)) = foreign_collection(&stage, &allowed) {
+            return Err(ModelError::new(
+                format!("pipeline[{i}]"),
+                format!("{op} may not read {what}: $lookup, $graphLookup and $unionWith may read only this data source's collections in its own database ({})", allowed.join(", ")),
+            ));
+        }
+        if let Some((op, why)) = refused_regex(&stage) {
+            return Err(ModelError::new(
+                format!("pipeline[{i}]"),
+                format!("{op}: {why}"),
+            ));
+        }
+        let Bson::Document(d) = stage else {
+            continue;
+        };
         out.push(d);
     }
     Ok(out)
@@ -91,26 +106,73 @@ pub fn allowed_collections(n: &CollectionNames) -> Vec<&str> {
     ]
 }
 
-/// A collection read by `$lookup`, `$graphLookup` or `$unionWith` that is not allowed.
-fn foreign_collection(b: &Bson, allowed: &[&str]) -> Option<String> {
+/// A stage that reads what the data source may not, and what it names:
+/// a collection not allowed, or any collection of another database (the
+/// `from: {db, coll}` form of `$lookup` and `$graphLookup`), searched in
+/// sub-pipelines (`$facet`, `$lookup`, `$unionWith`) too.
+fn foreign_collection(b: &Bson, allowed: &[&str]) -> Option<(String, String)> {
     match b {
         Bson::Document(d) => d.iter().find_map(|(k, v)| {
             let named = match (k.as_str(), v) {
-                ("$lookup" | "$graphLookup", Bson::Document(spec)) => {
-                    spec.get_str("from").ok().map(str::to_string)
-                }
-                ("$unionWith", Bson::String(c)) => Some(c.clone()),
-                ("$unionWith", Bson::Document(spec)) => {
-                    spec.get_str("coll").ok().map(str::to_string)
-                }
+                ("$lookup" | "$graphLookup", Bson::Document(spec)) => spec.get("from"),
+                ("$unionWith", Bson::Document(spec)) => spec.get("coll"),
+                ("$unionWith", other) => Some(other),
                 _ => None,
             };
-            match named {
-                Some(c) if !allowed.contains(&c.as_str()) => Some(c),
-                _ => foreign_collection(v, allowed),
+            let refused = match named {
+                Some(Bson::String(c)) if allowed.contains(&c.as_str()) => None,
+                Some(Bson::String(c)) => Some(format!("'{c}'")),
+                Some(Bson::Document(ns)) => Some(format!(
+                    "{} in database '{}'",
+                    ns.get_str("coll").unwrap_or("?"),
+                    ns.get_str("db").unwrap_or("?")
+                )),
+                Some(other) => Some(format!("{other}")),
+                None => None,
+            };
+            match refused {
+                Some(what) => Some((k.clone(), what)),
+                None => foreign_collection(v, allowed),
             }
         }),
         Bson::Array(items) => items.iter().find_map(|i| foreign_collection(i, allowed)),
+        _ => None,
+    }
+}
+
+/// Operators whose argument document holds a pattern in `regex`.
+const REGEX_EXPRESSIONS: &[&str] = &["$regexMatch", "$regexFind", "$regexFindAll"];
+
+/// The first regular expression that [`check_regex`] refuses, as
+/// (operator, reason): `$regex` in a `$match`, the `regex` of the aggregation
+/// expressions, and BSON regular expressions anywhere.
+fn refused_regex(b: &Bson) -> Option<(String, String)> {
+    let pattern_of = |v: &Bson| match v {
+        Bson::String(p) => Some(p.clone()),
+        Bson::RegularExpression(r) => Some(r.pattern.clone()),
+        _ => None,
+    };
+    match b {
+        Bson::RegularExpression(r) => check_regex(&r.pattern)
+            .err()
+            .map(|why| ("a regular expression".to_string(), why)),
+        Bson::Document(d) => d.iter().find_map(|(k, v)| {
+            let pattern = if k == "$regex" {
+                pattern_of(v)
+            } else if REGEX_EXPRESSIONS.contains(&k.as_str()) {
+                match v {
+                    Bson::Document(args) => args.get("regex").and_then(pattern_of),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            match pattern.map(|p| check_regex(&p)) {
+                Some(Err(why)) => Some((k.clone(), why)),
+                _ => refused_regex(v),
+            }
+        }),
+        Bson::Array(items) => items.iter().find_map(refused_regex),
         _ => None,
     }
 }
@@ -264,6 +326,24 @@ mod tests {
                 "{e}"
             );
         }
+        // Nested in sub-pipelines too.
+        for (p, op) in [
+            (
+                r#"[{"$facet": {"a": [{"$match": {"$where": "sleep(1)"}}]}}]"#,
+                "$where",
+            ),
+            (
+                r#"[{"$lookup": {"from": "metrics_hourly", "as": "h", "pipeline": [{"$out": "x"}]}}]"#,
+                "$out",
+            ),
+            (
+                r#"[{"$unionWith": {"coll": "events", "pipeline": [{"$project": {"f": {"$function": {"body": "1", "args": [], "lang": "js"}}}}]}}]"#,
+                "$function",
+            ),
+        ] {
+            let e = prepare(&q(p), &CollectionNames::default(), 0, 1, 1).unwrap_err();
+            assert!(e.reason.contains(op), "{e}");
+        }
         let e = prepare(
             &PipelineQuery {
                 collection: "users".into(),
@@ -276,5 +356,73 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path, "collection");
+    }
+
+    #[test]
+    fn other_databases_and_collections_are_refused() {
+        for p in [
+            r#"[{"$lookup": {"from": {"db": "other", "coll": "x"}, "as": "o", "pipeline": []}}]"#,
+            r#"[{"$lookup": {"from": "users", "localField": "a", "foreignField": "b", "as": "o"}}]"#,
+            r#"[{"$graphLookup": {"from": {"db": "admin", "coll": "system.users"}, "startWith": "$a", "connectFromField": "a", "connectToField": "b", "as": "o"}}]"#,
+            r#"[{"$unionWith": "users"}]"#,
+            r#"[{"$unionWith": {"coll": "users", "pipeline": []}}]"#,
+            r#"[{"$facet": {"a": [{"$unionWith": {"coll": "metrics_daily", "pipeline": [{"$lookup": {"from": "secrets", "as": "s", "pipeline": []}}]}}]}}]"#,
+        ] {
+            let e = prepare(&q(p), &CollectionNames::default(), 0, 1, 1).unwrap_err();
+            assert!(e.reason.contains("may read only"), "{p}: {e}");
+        }
+        prepare(
+            &q(r#"[{"$lookup": {"from": "metrics_hourly", "as": "h", "pipeline": []}}, {"$unionWith": {"coll": "metrics_daily", "pipeline": []}}]"#),
+            &CollectionNames::default(),
+            0,
+            1,
+            1,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn catastrophic_regexes_are_refused_wherever_they_are() {
+        for (p, op) in [
+            (
+                r#"[{"$match": {"dimensions.country": {"$regex": "(a+)+$"}}}]"#,
+                "$regex",
+            ),
+            (
+                r#"[{"$match": {"dimensions.country": {"$regex": "(a*)*b", "$options": "i"}}}]"#,
+                "",
+            ),
+            (
+                r#"[{"$match": {"d": {"$regularExpression": {"pattern": "(x+x+)+y", "options": ""}}}}]"#,
+                "a regular expression",
+            ),
+            (
+                r#"[{"$project": {"m": {"$regexMatch": {"input": "$dimensions.c", "regex": "(\\w+\\s?)*$"}}}}]"#,
+                "$regexMatch",
+            ),
+            (
+                r#"[{"$project": {"m": {"$regexFindAll": {"input": "$x", "regex": "(a)\\1"}}}}]"#,
+                "$regexFindAll",
+            ),
+            (
+                r#"[{"$facet": {"f": [{"$project": {"m": {"$regexFind": {"input": "$x", "regex": "([a-z]+)*!"}}}}]}}]"#,
+                "$regexFind",
+            ),
+        ] {
+            let e = prepare(&q(p), &CollectionNames::default(), 0, 1, 1).unwrap_err();
+            assert!(e.reason.contains(op), "{p}: {e}");
+            assert!(
+                e.reason.contains("without bound") || e.reason.contains("backreference"),
+                "{p}: {e}"
+            );
+        }
+        prepare(
+            &q(r#"[{"$match": {"dimensions.country": {"$regex": "^(FR|DE)$"}}}, {"$project": {"m": {"$regexMatch": {"input": "$x", "regex": "a+b"}}}}]"#),
+            &CollectionNames::default(),
+            0,
+            1,
+            1,
+        )
+        .unwrap();
     }
 }

@@ -20,7 +20,8 @@ use prometheus_client::registry::Registry;
 use super::error::RollupError;
 use super::level::Level;
 use super::store::{replace_all, save_checkpoint, Checkpoint};
-use super::windows::{FlushBatch, Late, Windows};
+use super::tuples::TupleKey;
+use super::windows::{FlushBatch, Refused, Windows};
 use crate::event::Event;
 use crate::store::CollectionNames;
 
@@ -36,6 +37,12 @@ pub struct RollupMetrics {
     pub flush_buckets: Histogram,
     pub open_minute_windows: Gauge,
     pub open_sessions: Gauge,
+    /// Distinct (spec, dimension tuple) in memory, bounded by `rollups.max_open_tuples`.
+    pub open_tuples: Gauge,
+    /// The bound itself, so a dashboard can show how close the daemon is.
+    pub max_open_tuples: Gauge,
+    /// Events refused because they would open a tuple past the bound.
+    pub tuple_limit_refused: Counter,
     /// now − end of the newest final minute, in seconds.
     pub materialization_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -52,6 +59,9 @@ impl RollupMetrics {
             flush_buckets: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             open_minute_windows: Gauge::default(),
             open_sessions: Gauge::default(),
+            open_tuples: Gauge::default(),
+            max_open_tuples: Gauge::default(),
+            tuple_limit_refused: Counter::default(),
             materialization_lag: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("rollup");
@@ -101,6 +111,21 @@ impl RollupMetrics {
             m.open_sessions.clone(),
         );
         r.register(
+            "open_tuples",
+            "Distinct dimension tuples held in memory (minute to month windows and events being stored)",
+            m.open_tuples.clone(),
+        );
+        r.register(
+            "max_open_tuples",
+            "The bound on open dimension tuples (rollups.max_open_tuples)",
+            m.max_open_tuples.clone(),
+        );
+        r.register(
+            "tuple_limit_refused",
+            "Events refused because they would open a dimension tuple past rollups.max_open_tuples",
+            m.tuple_limit_refused.clone(),
+        );
+        r.register(
             "materialization_lag_seconds",
             "Now minus the end of the newest final minute",
             m.materialization_lag.clone(),
@@ -119,6 +144,8 @@ pub struct Rollups {
     /// When the last flush was written (epoch ms, 0: none yet): partial minutes hold
     /// every event stored before it.
     last_flush_ms: AtomicI64,
+    /// When a tuple-limit refusal was last logged (epoch ms): one line a minute at most.
+    last_tuple_warning_ms: AtomicI64,
     /// Serialises flushes (the timer and the final flush at shutdown).
     flushing: tokio::sync::Mutex<()>,
     /// Every minute before this is final and written; the alert engine waits on it.
@@ -134,7 +161,12 @@ impl Rollups {
         metrics: RollupMetrics,
         final_until: tokio::sync::watch::Sender<i64>,
     ) -> Rollups {
+        metrics.open_tuples.set(windows.open_tuples() as i64);
+        metrics
+            .max_open_tuples
+            .set(i64::try_from(windows.max_open_tuples()).unwrap_or(i64::MAX));
         Rollups {
+            last_tuple_warning_ms: AtomicI64::new(i64::MIN),
             final_until,
             windows: Mutex::new(windows),
             db,
@@ -152,13 +184,67 @@ impl Rollups {
         self.windows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admits events about to be stored; `Some(late)` for those refused.
-    pub(super) fn admit(&self, event_times_ms: impl Iterator<Item = i64>) -> Vec<Option<Late>> {
+    /// Admits events about to be stored; `Some(why)` for those refused. The
+    /// tuples the admitted ones reserved are pushed on `reserved`: give them
+    /// back with [`Rollups::unreserve`] once the events are settled.
+    pub(super) fn admit<'a, 'e: 'a>(
+        &self,
+        events: impl Iterator<Item = &'a Event<'e>>,
+        reserved: &mut Vec<Arc<TupleKey>>,
+    ) -> Vec<Option<Refused>> {
         let mut w = self.lock();
-        let out: Vec<Option<Late>> = event_times_ms.map(|ms| w.admit(ms).err()).collect();
-        let late = out.iter().filter(|l| l.is_some()).count();
+        let out: Vec<Option<Refused>> = events.map(|e| w.admit_event(e, reserved).err()).collect();
+        let open = w.open_tuples();
+        drop(w);
+        let late = out
+            .iter()
+            .filter(|r| matches!(r, Some(Refused::Late(_))))
+            .count();
+        let too_many = out
+            .iter()
+            .filter(|r| matches!(r, Some(Refused::TooManyTuples(_))))
+            .count();
         self.metrics.late_dropped.inc_by(late as u64);
+        self.metrics.open_tuples.set(open as i64);
+        if too_many > 0 {
+            self.metrics.tuple_limit_refused.inc_by(too_many as u64);
+            self.warn_tuple_limit(too_many, open);
+        }
         out
+    }
+
+    /// One line a minute at most: a client flooding new tuples must not flood the log too.
+    fn warn_tuple_limit(&self, refused: usize, open: usize) {
+        let now = Utc::now().timestamp_millis();
+        let last = self.last_tuple_warning_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 60_000
+            || self
+                .last_tuple_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        tracing::warn!(
+            refused,
+            open_tuples = open,
+            "events refused (429): they would open new dimension tuples past rollups.max_open_tuples; \
+             events of open tuples are still accepted. Move high-cardinality values (user ids, \
+             request ids) out of the spec's dimensions, or raise rollups.max_open_tuples \
+             (see rollup_tuple_limit_refused in /metrics; logged at most once a minute)"
+        );
+    }
+
+    /// Gives back tuple reservations of settled events.
+    pub(super) fn unreserve(&self, reserved: &[Arc<TupleKey>]) {
+        if reserved.is_empty() {
+            return;
+        }
+        let mut w = self.lock();
+        w.unreserve(reserved);
+        let open = w.open_tuples();
+        drop(w);
+        self.metrics.open_tuples.set(open as i64);
     }
 
     /// Records admitted events MongoDB has stored.
@@ -238,7 +324,7 @@ impl Rollups {
         self.metrics.flush_buckets.observe(written as f64);
         match self.write(&batch).await {
             Ok(()) => {
-                let (cp, finalized, newest, open, sessions) = {
+                let (cp, finalized, newest, open, sessions, tuples) = {
                     let mut w = self.lock();
                     w.commit(&batch);
                     let cp = Checkpoint {
@@ -252,6 +338,7 @@ impl Rollups {
                         w.newest_final_end_ms(),
                         w.open_windows(Level::Minute),
                         w.sessions.as_ref().map_or(0, |s| s.open_sessions()),
+                        w.open_tuples(),
                     )
                 };
                 let before = self
@@ -264,6 +351,7 @@ impl Rollups {
                 self.last_flush_ms.fetch_max(now_ms, Ordering::Relaxed);
                 self.metrics.open_minute_windows.set(open as i64);
                 self.metrics.open_sessions.set(sessions as i64);
+                self.metrics.open_tuples.set(tuples as i64);
                 if let Some(end) = newest {
                     self.metrics
                         .materialization_lag

@@ -44,6 +44,8 @@ pub enum RollupConfigError {
     BadSeconds { setting: &'static str, got: f64 },
     #[error("rollups.flush_interval_ms must be between 1 and 60000 (1000 keeps live panels within a second)")]
     BadFlushInterval,
+    #[error("rollups.max_open_tuples must be at least 1 (default 100000): it bounds the distinct dimension tuples held in memory")]
+    NoOpenTuples,
     #[error("rollups.sessions.spec '{0}' names no configured spec")]
     UnknownSessionSpec(String),
 }

@@ -23,6 +23,7 @@ pub mod sessions;
 pub mod sketch;
 pub mod spec;
 pub mod store;
+pub mod tuples;
 pub mod windows;
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,12 @@ pub struct RollupConfig {
     pub idle_finalize_secs: f64,
     /// How often changed windows are written (partial minutes for live panels).
     pub flush_interval_ms: u64,
+    /// Most distinct (spec, dimension values) tuples held in memory at once,
+    /// over the open minute, hour, day and month windows (a tuple stays open
+    /// until its month is final). Past it, an event that would open a new
+    /// tuple is refused with 429 (not stored, not counted); events of open
+    /// tuples are still accepted.
+    pub max_open_tuples: usize,
     /// Retention per level.
     pub ttl: LevelTtl,
     pub sessions: SessionConfig,
@@ -56,6 +63,7 @@ impl Default for RollupConfig {
             allowed_lateness_secs: 120.0,
             idle_finalize_secs: 60.0,
             flush_interval_ms: 250,
+            max_open_tuples: 100_000,
             ttl: LevelTtl::default(),
             sessions: SessionConfig::default(),
         }
@@ -99,6 +107,9 @@ impl RollupConfig {
         }
         if self.flush_interval_ms == 0 || self.flush_interval_ms > 60_000 {
             return Err(RollupConfigError::BadFlushInterval);
+        }
+        if self.max_open_tuples == 0 {
+            return Err(RollupConfigError::NoOpenTuples);
         }
         recover::session_spec_index(self, &specs)?;
         Ok(specs)

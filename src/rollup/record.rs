@@ -17,6 +17,8 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use super::engine::Rollups;
+use super::tuples::TupleKey;
+use super::windows::Refused;
 use crate::event::Event;
 use crate::ingest::record::{NotRecorded, Recorded, Recorder, Refusal};
 use crate::ingest::writer::{Queued, Reply, Writer};
@@ -38,27 +40,34 @@ async fn record<'a>(
     writer: &'a Writer,
     writer_id: &'a str,
 ) -> Result<Recorded<'a>, NotRecorded> {
-    let admissions = rollups.admit(events.iter().map(|(_, e)| e.timestamp.timestamp_millis()));
+    let mut reserved = Vec::new();
+    let admissions = rollups.admit(events.iter().map(|(_, e)| e), &mut reserved);
     let mut recorded = Recorded::default();
     let mut admitted: Vec<(usize, Event<'a>)> = Vec::with_capacity(events.len());
-    for ((index, event), late) in events.into_iter().zip(admissions) {
-        match late {
+    for ((index, event), refused) in events.into_iter().zip(admissions) {
+        match refused {
             None => admitted.push((index, event)),
-            Some(late) => recorded.refused.push((
+            Some(Refused::Late(late)) => recorded.refused.push((
                 index,
                 Refusal::Late {
                     minute_start_ms: late.window_start_ms,
                     watermark_ms: late.watermark_ms,
                 },
             )),
+            Some(Refused::TooManyTuples(t)) => recorded
+                .refused
+                .push((index, Refusal::TooManyTuples { limit: t.limit })),
         }
     }
     if admitted.is_empty() {
+        rollups.unreserve(&reserved);
         return Ok(recorded);
     }
 
+    // From here on the guard gives the reservations back, whatever happens.
     let mut guard = Admitted {
         rollups: rollups.clone(),
+        reserved,
         times: admitted
             .iter()
             .map(|(_, e)| e.timestamp.timestamp_millis())
@@ -91,7 +100,8 @@ async fn record<'a>(
             // gets its 503 now, and the admissions stay held (the minutes cannot become
             // final) until the real outcome says what to count.
             let times = std::mem::take(&mut guard.times);
-            tokio::spawn(settle_from_stored(rollups.clone(), times, later));
+            let reserved = std::mem::take(&mut guard.reserved);
+            tokio::spawn(settle_from_stored(rollups.clone(), times, reserved, later));
             return Err(NotRecorded::Write(e.to_string()));
         }
         Ok(Reply { result: Err(e), .. }) => {
@@ -124,6 +134,8 @@ async fn record<'a>(
 /// The admissions of one request's events until they are settled.
 struct Admitted {
     rollups: Arc<Rollups>,
+    /// Tuples held open for these events; given back after they are counted.
+    reserved: Vec<Arc<TupleKey>>,
     times: Vec<i64>,
     queued: Option<Queued>,
     settled: bool,
@@ -131,25 +143,36 @@ struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        // Settled in `record`: the stored events are counted by now, so the
+        // windows hold their tuples and the reservations can go.
         if self.settled {
+            self.rollups.unreserve(&self.reserved);
             return;
         }
         let rollups = self.rollups.clone();
         let times = std::mem::take(&mut self.times);
+        let reserved = std::mem::take(&mut self.reserved);
         let Some(queued) = self.queued.take() else {
             rollups.release(&times);
+            rollups.unreserve(&reserved);
             return;
         };
         // The request's events are gone with it; the stored documents say what
         // to count.
-        tokio::spawn(settle_from_stored(rollups, times, queued));
+        tokio::spawn(settle_from_stored(rollups, times, reserved, queued));
     }
 }
 
 /// Settles admissions from the writer's reply alone, for a request that no longer
 /// holds its events (its client went away, or it was answered before MongoDB did):
-/// what the stored documents hold is counted, the rest given back.
-async fn settle_from_stored(rollups: Arc<Rollups>, times: Vec<i64>, mut queued: Queued) {
+/// what the stored documents hold is counted, the rest given back, and then the
+/// tuples reserved for them.
+async fn settle_from_stored(
+    rollups: Arc<Rollups>,
+    times: Vec<i64>,
+    reserved: Vec<Arc<TupleKey>>,
+    mut queued: Queued,
+) {
     let reply = loop {
         match queued.await {
             Ok(Reply {
@@ -179,4 +202,5 @@ async fn settle_from_stored(rollups: Arc<Rollups>, times: Vec<i64>, mut queued: 
         }
         _ => rollups.release(&times),
     }
+    rollups.unreserve(&reserved);
 }

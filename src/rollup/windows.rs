@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use bson::Document;
 use hashbrown::{Equivalent, HashMap as FastMap};
@@ -20,6 +21,7 @@ use super::aggregate::{dimension_values, Aggregate};
 use super::level::{Level, MINUTE_MS};
 use super::sessions::Sessions;
 use super::spec::Spec;
+use super::tuples::{OpenTuples, TooManyTuples, TupleKey};
 use crate::event::Event;
 
 /// Identifies a window: spec, level bucket start and dimension tuple.
@@ -117,6 +119,14 @@ pub struct Late {
     pub watermark_ms: i64,
 }
 
+/// Why an event was not admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Late(Late),
+    /// It would open a new dimension tuple past `rollups.max_open_tuples`.
+    TooManyTuples(TooManyTuples),
+}
+
 /// A document to write, and what to mark once it is written.
 #[derive(Debug)]
 pub struct Pending {
@@ -155,6 +165,8 @@ pub struct Windows {
     version: u64,
     /// End of the newest minute written final, for the materialization lag.
     newest_final_end_ms: Option<i64>,
+    /// Distinct (spec, dimension tuple) held by any window or admission.
+    tuples: OpenTuples,
     pub stats: WindowStats,
     pub sessions: Option<Sessions>,
 }
@@ -179,6 +191,7 @@ impl Windows {
             watermark_ms: start_watermark_ms,
             version: 0,
             newest_final_end_ms: None,
+            tuples: OpenTuples::new(usize::MAX),
             stats: WindowStats::default(),
             sessions: None,
         }
@@ -194,6 +207,20 @@ impl Windows {
 
     pub fn newest_final_end_ms(&self) -> Option<i64> {
         self.newest_final_end_ms
+    }
+
+    /// Bounds the dimension tuples live events may open (`usize::MAX`: none).
+    pub fn set_max_open_tuples(&mut self, limit: usize) {
+        self.tuples.set_limit(limit);
+    }
+
+    pub fn max_open_tuples(&self) -> usize {
+        self.tuples.limit()
+    }
+
+    /// Distinct (spec, dimension tuple) open at any level or reserved.
+    pub fn open_tuples(&self) -> usize {
+        self.tuples.len()
     }
 
     pub fn open_windows(&self, level: Level) -> usize {
@@ -228,6 +255,47 @@ impl Windows {
         }
         *self.pending.entry(start).or_insert(0) += 1;
         Ok(())
+    }
+
+    /// Admits an event about to be stored: its minute must not be final, and
+    /// each of its tuples must be open already or fit under the bound. On
+    /// success, the tuples it reserved (give them back with [`Windows::unreserve`]
+    /// once the event is counted or known not stored; the minute's admission
+    /// is given back by [`Windows::record`] or [`Windows::release`]).
+    pub fn admit_event(
+        &mut self,
+        event: &Event,
+        reserved: &mut Vec<Arc<TupleKey>>,
+    ) -> Result<(), Refused> {
+        let ms = event.timestamp.timestamp_millis();
+        self.admit(ms).map_err(Refused::Late)?;
+        let first = reserved.len();
+        for (i, spec) in self.specs.iter().enumerate() {
+            if !spec.covers(&event.event_type) {
+                continue;
+            }
+            match self
+                .tuples
+                .reserve(i as u16, &dimension_values(spec, event)[..])
+            {
+                Ok(key) => reserved.push(key),
+                Err(e) => {
+                    for key in reserved.drain(first..) {
+                        self.tuples.unreserve(&key);
+                    }
+                    self.release(ms);
+                    return Err(Refused::TooManyTuples(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back tuple reservations made by [`Windows::admit_event`].
+    pub fn unreserve(&mut self, reserved: &[Arc<TupleKey>]) {
+        for key in reserved {
+            self.tuples.unreserve(key);
+        }
     }
 
     /// Gives back an admission whose event was not stored.
@@ -273,6 +341,7 @@ impl Windows {
                     *self.open_children[Level::Hour.index()]
                         .entry((i as u16, hour))
                         .or_insert(0) += 1;
+                    self.tuples.window_opened(i as u16, &dims[..]);
                     minutes.entry(query.to_owned_key()).or_insert(Window {
                         agg: Aggregate::new(spec),
                         dirty: true,
@@ -315,6 +384,7 @@ impl Windows {
         let spec_ref = &self.specs[spec as usize];
         let windows = &mut self.levels[level.index()];
         if !windows.contains_key(&key) {
+            self.tuples.window_opened(spec, &key.dims[..]);
             // A window open again after a restart counts as an open child of its parent.
             if let Some(parent) = level.parent() {
                 *self.open_children[parent.index()]
@@ -398,6 +468,7 @@ impl Windows {
                                     .entry((key.spec, g.bucket_start(parent_start)))
                                     .or_insert(0) += 1;
                             }
+                            self.tuples.window_opened(key.spec, &parent_key.dims[..]);
                             windows.entry(parent_key).or_insert(Window {
                                 agg: Aggregate::new(spec),
                                 dirty: true,
@@ -456,6 +527,7 @@ impl Windows {
             let windows = &mut self.levels[p.level.index()];
             if p.is_final && windows.get(&p.key).is_some_and(|w| w.version == p.version) {
                 windows.remove(&p.key);
+                self.tuples.window_closed(p.key.spec, &p.key.dims[..]);
                 if p.level == Level::Minute {
                     let end = Level::Minute.bucket_end(p.key.start);
                     self.newest_final_end_ms =
@@ -647,5 +719,61 @@ mod tests {
         assert_eq!(again.rollups.len(), b.rollups.len());
         w.commit(&again);
         assert_eq!(w.open_windows(Level::Minute), 0);
+    }
+
+    fn parsed(ms: i64, country: &str) -> Event<'static> {
+        let text: &'static str = Box::leak(event_json(ms, country, 1.0).into_boxed_str());
+        let v = Validator {
+            limits: Limits::default(),
+            max_age: chrono::Duration::days(3650),
+        };
+        v.event(0, text.as_bytes(), Utc.timestamp_millis_opt(ms).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn new_tuples_past_the_bound_are_refused_until_every_level_has_closed() {
+        let mut w = Windows::new(vec![spec()], "w1", 0, 0, i64::MIN);
+        w.set_max_open_tuples(2);
+        let mut reserved = Vec::new();
+        for country in ["FR", "DE"] {
+            let e = parsed(T0, country);
+            w.admit_event(&e, &mut reserved).unwrap();
+            w.record(&e);
+        }
+        let us = parsed(T0 + 1_000, "US");
+        assert_eq!(
+            w.admit_event(&us, &mut reserved),
+            Err(Refused::TooManyTuples(TooManyTuples { limit: 2 }))
+        );
+        // A refused event holds neither its minute nor a tuple.
+        assert_eq!(reserved.len(), 2);
+        let fr = parsed(T0 + 2_000, "FR");
+        w.admit_event(&fr, &mut reserved).unwrap();
+        w.record(&fr);
+        w.unreserve(&reserved);
+        reserved.clear();
+        assert_eq!(w.open_tuples(), 2, "the windows hold them");
+
+        // The minute is final and written: the hour, day and month still hold the tuples.
+        w.advance(T0 + 2 * MINUTE_MS);
+        let b = w.flush(0);
+        w.commit(&b);
+        assert_eq!(w.open_windows(Level::Minute), 0);
+        assert_eq!(w.open_tuples(), 2);
+        assert!(w
+            .admit_event(&parsed(T0 + 2 * MINUTE_MS, "US"), &mut reserved)
+            .is_err());
+        // Once the month is final and written, nothing holds them.
+        let after_month = T0 + 40 * 24 * 3_600_000;
+        for _ in 0..4 {
+            w.advance(after_month);
+            let b = w.flush(0);
+            w.commit(&b);
+        }
+        assert_eq!(w.open_tuples(), 0);
+        assert!(w
+            .admit_event(&parsed(after_month, "US"), &mut reserved)
+            .is_ok());
     }
 }
