@@ -21,6 +21,7 @@ const SUITE_SECRETS: &[&str] = &[
     "backfill-test-key-8c3e",
     "wrong-key-7a41e0",
     "refused-key-90e4",
+    "flood-key-9876543210",
     // The MongoDB password in a URI (check_health.rs).
     "Pa55wordXyz",
     "Daemon-Pw-77e1c0",
