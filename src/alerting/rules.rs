@@ -314,14 +314,25 @@ pub fn load_file(path: &Path, known_notifiers: &[String]) -> Result<Vec<Rule>, R
         path: path.to_path_buf(),
         source,
     })?;
+    parse_file(path, &text, known_notifiers)
+}
+
+/// The text of a rules file, checked as [`load_file`] checks it: `path` says
+/// the format (`.toml` is TOML, anything else YAML) and names the file in errors.
+/// Public for the fuzz targets (fuzz/), which have the text and no file.
+pub fn parse_file(
+    path: &Path,
+    text: &str,
+    known_notifiers: &[String],
+) -> Result<Vec<Rule>, RulesError> {
     let syntax = |detail: String| RulesError::Syntax {
         path: path.to_path_buf(),
         detail,
     };
     let file: RulesFile = match path.extension().and_then(|e| e.to_str()) {
-        Some("toml") => toml::from_str(&text).map_err(|e| syntax(e.to_string()))?,
+        Some("toml") => toml::from_str(text).map_err(|e| syntax(e.to_string()))?,
         _ => {
-            let de = serde_yaml::Deserializer::from_str(&text);
+            let de = serde_yaml::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de)
                 .map_err(|e| syntax(format!("{}: {}", e.path(), e.inner())))?
         }
