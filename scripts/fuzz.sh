@@ -107,7 +107,7 @@ printf '\n%-16s %8s %12s %9s %8s %8s %6s\n' target seconds executions exec/s cra
 for t in "${targets[@]}"; do
   read -r took rc < "$logs/$t.result"
   log=$logs/$t.log
-  execs=$(awk -F': *' '/stat::number_of_executed_units/ { n = $2 } END { print n + 0 }' "$log")
+  execs=$(awk '/stat::number_of_executed_units/ { n = $NF } END { print n + 0 }' "$log")
   count() { find "fuzz/artifacts/$t" -maxdepth 1 -type f -name "$1-*" -newer "$logs/$t.started" | wc -l; }
   crashes=$(count crash)
   timeouts=$(count timeout)
@@ -130,7 +130,7 @@ if [ "$findings" -gt 0 ]; then
     find "fuzz/artifacts/$t" -maxdepth 1 -type f -newer "$logs/$t.started" \
       \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) \
       -printf "  %p\n"
-    grep -m1 -E "panicked at|ERROR: libFuzzer" "$logs/$t.log" | sed "s/^/  $t: /" || true
+    grep -a -m1 -E "panicked at|ERROR: libFuzzer" "$logs/$t.log" | sed "s/^/  $t: /" || true
   done
   echo "Fix the code, then keep each input in fuzz/regressions/<target>/ (tests/fuzz_regressions.rs replays them)."
   exit 1

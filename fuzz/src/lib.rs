@@ -24,10 +24,10 @@ use mongopulse::event::Event;
 use mongopulse::ingest::{decode, parse_body, Format, Limits, Validator};
 use mongopulse::live::ChannelQuery;
 use mongopulse::query::filter::CompiledFilter;
+use mongopulse::query::generate;
 use mongopulse::query::model::{self, PipelineQuery, Query};
 use mongopulse::query::pipeline::{allowed_collections, prepare};
 use mongopulse::query::plan::{comparison, plan, PlanContext, Retention};
-use mongopulse::query::generate;
 use mongopulse::store::CollectionNames;
 
 /// Every target: its name (the folder under `fuzz/corpus/` and
@@ -66,10 +66,7 @@ pub fn event_body(data: &[u8]) {
         max_age: chrono::Duration::days(7),
     };
     let limit = validator.limits.max_body_bytes;
-    for content_type in [
-        "application/json",
-        "application/x-ndjson; charset=utf-8",
-    ] {
+    for content_type in ["application/json", "application/x-ndjson; charset=utf-8"] {
         let Ok(format) = Format::from_content_type(Some(content_type)) else {
             panic!("{content_type} is a supported type");
         };
@@ -180,7 +177,13 @@ pub fn query_model(data: &[u8]) {
         }
         Query::Pipeline(p) => {
             for ctx in plan_contexts() {
-                if let Ok(stages) = prepare(&p, &ctx.collections, ctx.from_ms, ctx.to_ms, ctx.interval_ms) {
+                if let Ok(stages) = prepare(
+                    &p,
+                    &ctx.collections,
+                    ctx.from_ms,
+                    ctx.to_ms,
+                    ctx.interval_ms,
+                ) {
                     assert_read_only(&stages, &ctx.collections);
                 }
             }
@@ -305,7 +308,10 @@ fn check_rule(rule: &Rule, known: &[String]) {
     };
     let back: RuleConfig = match bson::from_document(document.clone()) {
         Ok(c) => c,
-        Err(e) => panic!("rule '{}' does not read back ({e}): {document}", rule.config.id),
+        Err(e) => panic!(
+            "rule '{}' does not read back ({e}): {document}",
+            rule.config.id
+        ),
     };
     assert_eq!(back, rule.config, "{document}");
     if let Err(e) = Rule::check(back, "collection", known) {

@@ -196,7 +196,9 @@ impl Config {
     /// file; the environment is not read. Public for the fuzz targets (fuzz/),
     /// which have the text and no file.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        Self::extract(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)))
+        Self::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
     }
 
     fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {

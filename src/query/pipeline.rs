@@ -136,6 +136,15 @@ fn date(ms: i64) -> String {
     format!("{{\"$date\": \"{iso}\"}}")
 }
 
+/// The first `n` characters of `text`, for quoting it in an error. By
+/// characters, not bytes: a byte count can fall inside a character (a panic the
+/// fuzzer found, fuzz/regressions/pipeline_check/).
+fn first_chars(text: &str, n: usize) -> &str {
+    text.char_indices()
+        .nth(n)
+        .map_or(text, |(end, _)| &text[..end])
+}
+
 /// `$__timeFilter(f)`, `$__timeGroup(f)`, `$__timeFrom`, `$__timeTo`, `$__interval_ms`.
 pub fn expand_macros(
     text: &str,
@@ -152,7 +161,7 @@ pub fn expand_macros(
             .iter()
             .find(|m| after.starts_with(**m))
             .map(|m| (*m, m.len()))
-            .ok_or_else(|| format!("unknown macro at '{}': use $__timeFilter(field), $__timeGroup(field), $__timeFrom, $__timeTo or $__interval_ms", &after[..after.len().min(20)]))?;
+            .ok_or_else(|| format!("unknown macro at '{}': use $__timeFilter(field), $__timeGroup(field), $__timeFrom, $__timeTo or $__interval_ms", first_chars(after, 20)))?;
         let tail = &after[consumed_name..];
         match name {
             "$__timeFilter" | "$__timeGroup" => {
@@ -244,6 +253,21 @@ mod tests {
             stages[2].get_document("$match").unwrap().get("i"),
             Some(&Bson::Int32(60_000))
         );
+    }
+
+    #[test]
+    fn an_unknown_macro_is_quoted_whole_characters() {
+        // 'ʚ' takes bytes 19 and 20 after "$__": a quote cut at byte 20 panicked.
+        let text = "[{\"t\": $__timeGroriter\": \u{0}ʚ;iterId\"}]";
+        let e = prepare(&q(text), &CollectionNames::default(), 0, 1, 1).unwrap_err();
+        assert_eq!(e.path, "pipeline");
+        assert!(
+            e.reason
+                .contains("unknown macro at '$__timeGroriter\": \u{0}ʚ'"),
+            "{e}"
+        );
+        assert_eq!(first_chars("ééé", 2), "éé");
+        assert_eq!(first_chars("ab", 20), "ab");
     }
 
     #[test]
