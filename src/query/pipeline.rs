@@ -95,14 +95,17 @@ pub fn allowed_collections(n: &CollectionNames) -> Vec<&str> {
 fn foreign_collection(b: &Bson, allowed: &[&str]) -> Option<String> {
     match b {
         Bson::Document(d) => d.iter().find_map(|(k, v)| {
+            // A name that is not a string (`from: {db, coll}` reads another
+            // database) is quoted as it is, and so never an allowed collection.
+            let name = |b: Option<&Bson>| match b {
+                None => None,
+                Some(Bson::String(c)) => Some(c.clone()),
+                Some(other) => Some(other.to_string()),
+            };
             let named = match (k.as_str(), v) {
-                ("$lookup" | "$graphLookup", Bson::Document(spec)) => {
-                    spec.get_str("from").ok().map(str::to_string)
-                }
-                ("$unionWith", Bson::String(c)) => Some(c.clone()),
-                ("$unionWith", Bson::Document(spec)) => {
-                    spec.get_str("coll").ok().map(str::to_string)
-                }
+                ("$lookup" | "$graphLookup", Bson::Document(spec)) => name(spec.get("from")),
+                ("$unionWith", Bson::Document(spec)) => name(spec.get("coll")),
+                ("$unionWith", other) => name(Some(other)),
                 _ => None,
             };
             match named {
@@ -253,6 +256,26 @@ mod tests {
             stages[2].get_document("$match").unwrap().get("i"),
             Some(&Bson::Int32(60_000))
         );
+    }
+
+    #[test]
+    fn another_database_is_refused() {
+        // Found by the fuzz target's invariant: a `from` that is a document was let through.
+        for p in [
+            r#"[{"$lookup": {"from": {"db": "other", "coll": "x"}, "as": "y", "pipeline": []}}]"#,
+            r#"[{"$unionWith": {"coll": {"db": "other", "coll": "x"}}}]"#,
+            r#"[{"$unionWith": 7}]"#,
+        ] {
+            let e = prepare(&q(p), &CollectionNames::default(), 0, 1, 1).unwrap_err();
+            assert_eq!(e.path, "pipeline[0]", "{p}");
+            assert!(
+                e.reason
+                    .contains("not one of this data source's collections"),
+                "{e}"
+            );
+        }
+        let ours = r#"[{"$lookup": {"from": "metrics_hourly", "as": "y", "pipeline": []}}]"#;
+        assert!(prepare(&q(ours), &CollectionNames::default(), 0, 1, 1).is_ok());
     }
 
     #[test]
