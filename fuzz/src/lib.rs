@@ -30,9 +30,12 @@ use mongopulse::query::pipeline::{allowed_collections, prepare};
 use mongopulse::query::plan::{comparison, plan, PlanContext, Retention};
 use mongopulse::store::CollectionNames;
 
+/// A target's entry: any bytes in, a panic out if something is wrong.
+pub type Entry = fn(&[u8]);
+
 /// Every target: its name (the folder under `fuzz/corpus/` and
 /// `fuzz/regressions/`, and the binary under `fuzz/fuzz_targets/`) and its entry.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("event_body", event_body),
     ("query_model", query_model),
     ("variable_query", variable_query),
