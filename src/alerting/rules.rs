@@ -173,6 +173,8 @@ pub enum RuleProblem {
     NotWholeMinutes(&'static str),
     #[error("condition: an anomaly needs sigmas > 0 and baselineMinutes ≥ 5")]
     Anomaly,
+    #[error("condition: its numbers must be finite (not NaN or infinity)")]
+    NotFinite,
     #[error("condition.minutes must be at least 1")]
     AbsentMinutes,
     #[error("condition.tolerance must not be negative")]
@@ -256,6 +258,18 @@ impl Rule {
         let window = minutes(&id, "window", &config.window, false)?;
         let for_ = minutes(&id, "for", &config.for_, true)?;
         let repeat = minutes(&id, "repeatInterval", &config.repeat_interval, true)?;
+        // TOML's `nan`/`inf` and YAML's `.nan`/`.inf` parse as numbers; a NaN
+        // threshold never compares true, so such a rule would never fire.
+        let numbers = match &config.condition {
+            Condition::Above { threshold } | Condition::Below { threshold } => vec![*threshold],
+            Condition::Equal { value, tolerance } => vec![*value, *tolerance],
+            Condition::Change { percent } => vec![*percent],
+            Condition::Anomaly { sigmas, .. } => vec![*sigmas],
+            Condition::Absent { .. } => Vec::new(),
+        };
+        if numbers.iter().any(|n| !n.is_finite()) {
+            return Err(RuleProblem::NotFinite.of(&id));
+        }
         match &config.condition {
             Condition::Anomaly {
                 sigmas,
@@ -314,14 +328,25 @@ pub fn load_file(path: &Path, known_notifiers: &[String]) -> Result<Vec<Rule>, R
         path: path.to_path_buf(),
         source,
     })?;
+    parse_file(path, &text, known_notifiers)
+}
+
+/// The text of a rules file, checked as [`load_file`] checks it: `path` says
+/// the format (`.toml` is TOML, anything else YAML) and names the file in errors.
+/// Public for the fuzz targets (fuzz/), which have the text and no file.
+pub fn parse_file(
+    path: &Path,
+    text: &str,
+    known_notifiers: &[String],
+) -> Result<Vec<Rule>, RulesError> {
     let syntax = |detail: String| RulesError::Syntax {
         path: path.to_path_buf(),
         detail,
     };
     let file: RulesFile = match path.extension().and_then(|e| e.to_str()) {
-        Some("toml") => toml::from_str(&text).map_err(|e| syntax(e.to_string()))?,
+        Some("toml") => toml::from_str(text).map_err(|e| syntax(e.to_string()))?,
         _ => {
-            let de = serde_yaml::Deserializer::from_str(&text);
+            let de = serde_yaml::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de)
                 .map_err(|e| syntax(format!("{}: {}", e.path(), e.inner())))?
         }
@@ -392,6 +417,10 @@ rules:
             ("rules:\n  - id: a\n    condition: { type: above, threshold: 1 }\n    measure: { type: percentile, metric: x, percentile: 150 }\n", "rule 'a': measure.percentile"),
             ("rules:\n  - id: a\n    condition: { type: above, threshold: 1 }\n    colour: red\n", "colour"),
             ("rules:\n  - id: a\n    condition: { type: anomaly, sigmas: 0 }\n", "sigmas"),
+            // Found by the fuzz target's invariant (fuzz/regressions/alert_rules/).
+            ("rules:\n  - id: a\n    condition: { type: above, threshold: .nan }\n", "finite"),
+            ("rules:\n  - id: a\n    condition: { type: equal, value: 1, tolerance: .inf }\n", "finite"),
+            ("rules:\n  - id: a\n    condition: { type: change, percent: -.inf }\n", "finite"),
         ];
         for (yaml, words) in cases {
             let e = load(yaml).unwrap_err();

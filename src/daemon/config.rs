@@ -192,6 +192,15 @@ impl Config {
         Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
     }
 
+    /// Defaults, then the TOML `text`, checked as [`Config::load`] checks a
+    /// file; the environment is not read. Public for the fuzz targets (fuzz/),
+    /// which have the text and no file.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
     fn load_from(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
@@ -202,8 +211,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
+        Self::extract(figment.merge(env))
+    }
+
+    fn extract(figment: Figment) -> Result<Config, ConfigError> {
         let config: Config = figment
-            .merge(env)
             .extract()
             .map_err(|e| ConfigError::Invalid(explain(e)))?;
         config.validate()?;

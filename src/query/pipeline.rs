@@ -198,6 +198,15 @@ fn date(ms: i64) -> String {
     format!("{{\"$date\": \"{iso}\"}}")
 }
 
+/// The first `n` characters of `text`, for quoting it in an error. By
+/// characters, not bytes: a byte count can fall inside a character (a panic the
+/// fuzzer found, fuzz/regressions/pipeline_check/).
+fn first_chars(text: &str, n: usize) -> &str {
+    text.char_indices()
+        .nth(n)
+        .map_or(text, |(end, _)| &text[..end])
+}
+
 /// `$__timeFilter(f)`, `$__timeGroup(f)`, `$__timeFrom`, `$__timeTo`, `$__interval_ms`.
 pub fn expand_macros(
     text: &str,
@@ -214,7 +223,7 @@ pub fn expand_macros(
             .iter()
             .find(|m| after.starts_with(**m))
             .map(|m| (*m, m.len()))
-            .ok_or_else(|| format!("unknown macro at '{}': use $__timeFilter(field), $__timeGroup(field), $__timeFrom, $__timeTo or $__interval_ms", &after[..after.len().min(20)]))?;
+            .ok_or_else(|| format!("unknown macro at '{}': use $__timeFilter(field), $__timeGroup(field), $__timeFrom, $__timeTo or $__interval_ms", first_chars(after, 20)))?;
         let tail = &after[consumed_name..];
         match name {
             "$__timeFilter" | "$__timeGroup" => {
@@ -306,6 +315,41 @@ mod tests {
             stages[2].get_document("$match").unwrap().get("i"),
             Some(&Bson::Int32(60_000))
         );
+    }
+
+    #[test]
+    fn another_database_is_refused() {
+        // Found by the fuzz target's invariant: a `from` that is a document was let through.
+        for p in [
+            r#"[{"$lookup": {"from": {"db": "other", "coll": "x"}, "as": "y", "pipeline": []}}]"#,
+            r#"[{"$unionWith": {"coll": {"db": "other", "coll": "x"}}}]"#,
+            r#"[{"$unionWith": 7}]"#,
+        ] {
+            let e = prepare(&q(p), &CollectionNames::default(), 0, 1, 1).unwrap_err();
+            assert_eq!(e.path, "pipeline[0]", "{p}");
+            assert!(
+                e.reason
+                    .contains("may read only this data source's collections"),
+                "{e}"
+            );
+        }
+        let ours = r#"[{"$lookup": {"from": "metrics_hourly", "as": "y", "pipeline": []}}]"#;
+        assert!(prepare(&q(ours), &CollectionNames::default(), 0, 1, 1).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_macro_is_quoted_whole_characters() {
+        // 'ʚ' takes bytes 19 and 20 after "$__": a quote cut at byte 20 panicked.
+        let text = "[{\"t\": $__timeGroriter\": \u{0}ʚ;iterId\"}]";
+        let e = prepare(&q(text), &CollectionNames::default(), 0, 1, 1).unwrap_err();
+        assert_eq!(e.path, "pipeline");
+        assert!(
+            e.reason
+                .contains("unknown macro at '$__timeGroriter\": \u{0}ʚ'"),
+            "{e}"
+        );
+        assert_eq!(first_chars("ééé", 2), "éé");
+        assert_eq!(first_chars("ab", 20), "ab");
     }
 
     #[test]
