@@ -102,7 +102,7 @@ async fn record<'a>(
             let times = std::mem::take(&mut guard.times);
             let reserved = std::mem::take(&mut guard.reserved);
             tokio::spawn(settle_from_stored(rollups.clone(), times, reserved, later));
-            return Err(NotRecorded::Write(e.to_string()));
+            return Err(NotRecorded::Unanswered(e.to_string()));
         }
         Ok(Reply { result: Err(e), .. }) => {
             rollups.not_stored(admitted.iter().map(|(_, e)| e));
