@@ -13,7 +13,7 @@
 # Environment: FUZZ_SANITIZER (none by default: the code is safe Rust and what we
 # hunt is panics, timeouts and runaway memory, which need no ASan; `address`
 # works too, at about half the speed), FUZZ_TIMEOUT_SECS (one input, default 10),
-# FUZZ_RSS_LIMIT_MB (default 2048).
+# FUZZ_RSS_LIMIT_MB (default 2048), FUZZ_PROFILE (release, or dev for a quicker build).
 #
 # Only a stable toolchain is needed: cargo-fuzz passes -Z flags, which
 # RUSTC_BOOTSTRAP=1 allows on stable. The grown corpus stays in fuzz/target/
@@ -49,6 +49,15 @@ for t in "${targets[@]}"; do
 done
 
 sanitizer=${FUZZ_SANITIZER:-none}
+# `dev` builds the instrumented targets without optimizations: several times less to
+# compile from nothing (CI's short budget), several times fewer executions a second
+# (the long runs use the default, `release`).
+profile=${FUZZ_PROFILE:-release}
+case "$profile" in
+  release) profile_flag=() ;;
+  dev) profile_flag=(--dev); export CARGO_PROFILE_DEV_DEBUG=0 ;;
+  *) echo "FUZZ_PROFILE must be release or dev, got '$profile'" >&2; exit 2 ;;
+esac
 timeout_secs=${FUZZ_TIMEOUT_SECS:-10}
 rss_limit_mb=${FUZZ_RSS_LIMIT_MB:-2048}
 export RUSTC_BOOTSTRAP=1
@@ -62,15 +71,15 @@ fi
 
 logs=fuzz/target/logs
 mkdir -p "$logs"
-echo "==> building the fuzz targets (sanitizer: $sanitizer, debug assertions on)"
+echo "==> building the fuzz targets ($profile profile, sanitizer: $sanitizer, debug assertions on)"
 build_start=$SECONDS
 # All targets at once: they share one build of the crate, and cargo fuzz takes one name or none.
-if ! cargo fuzz build --sanitizer "$sanitizer" --debug-assertions > "$logs/build.log" 2>&1; then
+if ! cargo fuzz build "${profile_flag[@]}" --sanitizer "$sanitizer" --debug-assertions > "$logs/build.log" 2>&1; then
   tail -n 40 "$logs/build.log" >&2
   echo "the fuzz build failed; the whole output is in $logs/build.log" >&2
   exit 1
 fi
-bin_dir=fuzz/target/x86_64-unknown-linux-gnu/release
+bin_dir=fuzz/target/x86_64-unknown-linux-gnu/$([ "$profile" = dev ] && echo debug || echo release)
 for t in "${targets[@]}"; do
   [ -x "$bin_dir/$t" ] || { echo "the fuzz build made no $bin_dir/$t" >&2; exit 1; }
 done
