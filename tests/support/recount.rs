@@ -27,7 +27,17 @@ pub async fn all(mongo: &TestMongo, coll: &str, filter: Document) -> Vec<Documen
 /// Exact counts per (minute, eventType, country, deviceType, browser), straight from `events`.
 pub async fn recount(mongo: &TestMongo) -> BTreeMap<Key, i64> {
     let mut out = BTreeMap::new();
-    for e in all(mongo, "events", doc! {}).await {
+    let events: Vec<Document> = mongo
+        .db()
+        .collection::<Document>("events")
+        .find(doc! {})
+        .projection(doc! { "timestamp": 1, "metadata": 1, "_id": 0 })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    for e in events {
         let ms = e.get_datetime("timestamp").unwrap().timestamp_millis();
         let meta = e.get_document("metadata").unwrap();
         let dims = meta.get_document("dimensions").unwrap();
@@ -79,5 +89,106 @@ pub async fn wait_until_rollups_match(mongo: &TestMongo) -> BTreeMap<Key, i64> {
             return exact;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How many times each `attributes.seq` is in `events` (read once, after the load).
+pub async fn stored_seqs(mongo: &TestMongo) -> BTreeMap<i64, usize> {
+    let mut stored = BTreeMap::new();
+    let cursor = mongo
+        .db()
+        .collection::<Document>("events")
+        .find(doc! {})
+        .projection(doc! { "attributes.seq": 1, "_id": 0 })
+        .await
+        .unwrap();
+    let docs: Vec<Document> = cursor.try_collect().await.unwrap();
+    for e in docs {
+        let Some(seq) = e.get_document("attributes").ok().and_then(|a| a.get("seq")) else {
+            continue;
+        };
+        if let Some(seq) = seq.as_i64().or_else(|| seq.as_i32().map(i64::from)) {
+            *stored.entry(seq).or_default() += 1;
+        }
+    }
+    stored
+}
+
+/// The rollup levels' collections (default names), finest first.
+pub const LEVELS: [&str; 4] = [
+    "metrics_minutely",
+    "metrics_hourly",
+    "metrics_daily",
+    "metrics_monthly",
+];
+
+/// The start of the bucket holding `ms` at `level` (a collection of [`LEVELS`]).
+fn bucket_start(level: &str, ms: i64) -> i64 {
+    use chrono::{Datelike, TimeZone, Utc};
+    match level {
+        "metrics_minutely" => ms - ms.rem_euclid(60_000),
+        "metrics_hourly" => ms - ms.rem_euclid(3_600_000),
+        "metrics_daily" => ms - ms.rem_euclid(86_400_000),
+        _ => {
+            let t = Utc.timestamp_millis_opt(ms).unwrap();
+            Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+                .unwrap()
+                .timestamp_millis()
+        }
+    }
+}
+
+/// An exact minute recount regrouped into `level`'s buckets.
+pub fn regroup(exact: &BTreeMap<Key, i64>, level: &str) -> BTreeMap<Key, i64> {
+    let mut out = BTreeMap::new();
+    for ((ms, a, b, c, d), n) in exact {
+        *out.entry((bucket_start(level, *ms), a.clone(), b.clone(), c.clone(), d.clone()))
+            .or_insert(0) += n;
+    }
+    out
+}
+
+/// Events a rollup level holds beyond an exact recount (`over`) and misses (`under`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LevelDiff {
+    pub level: &'static str,
+    pub over: i64,
+    pub under: i64,
+}
+
+/// Compares every rollup level with `exact` (a recount of `events` that no longer
+/// changes) until all agree or [`super::PATIENCE`] runs out; returns each level's
+/// difference at the end. Minutes become final on the daemon's clock (lateness), and
+/// only final minutes are merged into hours, days and months: that is what is waited for.
+pub async fn wait_until_every_level_matches(
+    mongo: &TestMongo,
+    exact: &BTreeMap<Key, i64>,
+) -> Vec<LevelDiff> {
+    let deadline = Instant::now() + super::PATIENCE;
+    loop {
+        let mut diffs = Vec::new();
+        for level in LEVELS {
+            let want = regroup(exact, level);
+            let got = rollup_counts(mongo, level).await;
+            let mut d = LevelDiff {
+                level,
+                ..LevelDiff::default()
+            };
+            let keys: std::collections::BTreeSet<&Key> = want.keys().chain(got.keys()).collect();
+            for key in keys {
+                let w = want.get(key).copied().unwrap_or(0);
+                let g = got.get(key).copied().unwrap_or(0);
+                if g > w {
+                    d.over += g - w;
+                } else {
+                    d.under += w - g;
+                }
+            }
+            diffs.push(d);
+        }
+        if diffs.iter().all(|d| d.over == 0 && d.under == 0) || Instant::now() > deadline {
+            return diffs;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
