@@ -36,9 +36,7 @@ use support::load::{LoadShape, SteadyLoad, Tally};
 use support::mongo::TestMongo;
 use support::plugin_harness::{DataSource, PluginProcess};
 use support::procstat::{panics, slope_kib_per_min, Rng, Sample, Sampler};
-use support::recount::{
-    recount, stored_seqs, wait_until_every_level_matches, Key, LevelDiff,
-};
+use support::recount::{recount_and_seqs, wait_until_every_level_matches, Key, LevelDiff};
 use support::report::Row;
 use support::PATIENCE;
 
@@ -168,7 +166,13 @@ impl Outcome {
 /// Once the load has stopped: compares what was acknowledged with `events`, then every
 /// rollup level with an exact recount of `events`.
 async fn settle(mongo: &TestMongo, tally: &Tally) -> Outcome {
-    let stored = stored_seqs(mongo).await;
+    let read_at = Instant::now();
+    let (exact, stored) = recount_and_seqs(mongo).await;
+    eprintln!(
+        "read {} events in {:.1} s",
+        stored.values().sum::<usize>(),
+        read_at.elapsed().as_secs_f64()
+    );
     let lost: Vec<i64> = tally
         .acknowledged
         .iter()
@@ -176,8 +180,7 @@ async fn settle(mongo: &TestMongo, tally: &Tally) -> Outcome {
         .copied()
         .collect();
     let doubled = stored.values().map(|n| n - 1).sum();
-    let exact = recount(mongo).await;
-    let levels = wait_until_every_level_matches(mongo, &exact).await;
+    let levels = wait_until_every_level_matches(mongo, &exact, LATENESS_SECS * 1000).await;
     Outcome {
         acknowledged: tally.acknowledged.len(),
         lost,
@@ -222,25 +225,26 @@ async fn check_alerts(
                 .ok()?
                 .timestamp_millis();
             let country = i["labels"]["country"].as_str()?.to_string();
-            out.insert(country, (i["state"].as_str()?.to_string(), i["value"].as_f64(), at));
+            out.insert(
+                country,
+                (i["state"].as_str()?.to_string(), i["value"].as_f64(), at),
+            );
         }
         Some(out)
     };
-    until("the alert rule evaluated at the last minute with data", || async {
-        states().await.is_some_and(|s| {
-            countries
-                .iter()
-                .all(|c| s.get(c).is_some_and(|(_, _, at)| *at >= boundary))
-        })
-    })
-    .await;
-    let now = states().await.unwrap_or_default();
-    let history = support::recount::all(
-        mongo,
-        "alerts",
-        bson::doc! { "ruleId": RULE },
+    until(
+        "the alert rule evaluated at the last minute with data",
+        || async {
+            states().await.is_some_and(|s| {
+                countries
+                    .iter()
+                    .all(|c| s.get(c).is_some_and(|(_, _, at)| *at >= boundary))
+            })
+        },
     )
     .await;
+    let now = states().await.unwrap_or_default();
+    let history = support::recount::all(mongo, "alerts", bson::doc! { "ruleId": RULE }).await;
     let mut by_instance: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
     for t in history {
         let country = t
@@ -249,7 +253,10 @@ async fn check_alerts(
             .and_then(|l| l.get_str("country").ok())
             .unwrap_or("")
             .to_string();
-        let at = t.get_datetime("at").map(|d| d.timestamp_millis()).unwrap_or(0);
+        let at = t
+            .get_datetime("at")
+            .map(|d| d.timestamp_millis())
+            .unwrap_or(0);
         let state = t.get_str("state").unwrap_or("").to_string();
         by_instance.entry(country).or_default().push((at, state));
     }
@@ -348,7 +355,9 @@ async fn repeated_kill_9_of_the_daemon_under_load_loses_and_double_counts_nothin
     let _one = ONE_AT_A_TIME.lock().await;
     let kills = setting("MONGOPULSE_RELIABILITY_KILLS", 3.0) as usize;
     let seed = seed();
-    eprintln!("repeated crashes: {kills} kills, seed {seed} (MONGOPULSE_RELIABILITY_SEED replays it)");
+    eprintln!(
+        "repeated crashes: {kills} kills, seed {seed} (MONGOPULSE_RELIABILITY_SEED replays it)"
+    );
     let mut rng = Rng::new(seed);
     let mongo = TestMongo::start().await;
     let (_rules_dir, rules) = traffic_rule();
@@ -384,9 +393,10 @@ async fn repeated_kill_9_of_the_daemon_under_load_loses_and_double_counts_nothin
         load.retarget(&daemon.base_url);
         downtime += killed_at.elapsed();
         let before = load.acknowledged();
-        until(&format!("events acknowledged after restart {k}"), || async {
-            load.acknowledged() >= before + 200
-        })
+        until(
+            &format!("events acknowledged after restart {k}"),
+            || async { load.acknowledged() >= before + 200 },
+        )
         .await;
         eprintln!(
             "kill {k}/{kills}: down {:.1} s, {} acknowledged so far",
@@ -630,7 +640,10 @@ async fn soak_with_live_channels_and_alert_rules_keeps_counts_exact_and_memory_f
 
     // One event of each type first, so both are known to the channels.
     let (status, body) = daemon
-        .post_json(&json!([seed_event(0, Utc::now()), probe_event(PROBE_SEQ, Utc::now())]))
+        .post_json(&json!([
+            seed_event(0, Utc::now()),
+            probe_event(PROBE_SEQ, Utc::now())
+        ]))
         .await;
     assert_eq!(status, 200, "{body}");
     let mut acknowledged_probes: Vec<(usize, i64, Instant)> = Vec::new();

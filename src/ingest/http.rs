@@ -168,9 +168,9 @@ async fn accept(state: &EventsState, headers: &HeaderMap, body: Body) -> Respons
         .await
     {
         Ok(r) => r,
-        Err(e @ (NotRecorded::Write(_) | NotRecorded::ShuttingDown)) => {
-            return retry_later(state.retry_after_secs, e.to_string())
-        }
+        Err(
+            e @ (NotRecorded::Write(_) | NotRecorded::ShuttingDown | NotRecorded::Unanswered(_)),
+        ) => return retry_later(state.retry_after_secs, e.to_string()),
     };
     for (index, refusal) in recorded.refused {
         rejected.push((refusal_rejection(index, refusal), &[][..]));

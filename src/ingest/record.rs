@@ -52,11 +52,15 @@ pub enum Refusal {
     ByMongodb(String),
 }
 
-/// Nothing of the request was stored; the client should retry.
+/// The request's events were not (or not yet) stored; the client should retry.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NotRecorded {
     #[error("{0}; nothing from this request was stored")]
     Write(String),
     #[error("the daemon is shutting down; nothing from this request was stored")]
     ShuttingDown,
+    /// The write was sent but not answered in time: MongoDB may still store the
+    /// events (they are counted if it does), so a retry may store them twice.
+    #[error("{0}; the events may still be stored (and are then counted): retry later")]
+    Unanswered(String),
 }

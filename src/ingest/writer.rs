@@ -7,6 +7,7 @@
 //! events: when it is spent for longer than `enqueue_timeout_ms` the caller gets
 //! [`SubmitError::Busy`] and the API answers 503 rather than queueing without bound.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,9 @@ pub enum SubmitError {
     Busy,
     #[error("MongoDB did not acknowledge the write: {0}")]
     Unavailable(String),
+    /// No answer in time: the write's outcome is not known yet (see [`Reply::later`]).
+    #[error("MongoDB did not answer the write within {0} ms")]
+    Unanswered(u128),
     #[error("the daemon is shutting down")]
     Closed,
 }
@@ -103,6 +107,11 @@ struct Job {
 pub struct Reply {
     pub result: Result<Refused, SubmitError>,
     pub docs: Vec<Document>,
+    /// Set when MongoDB did not answer within `write_timeout_ms` (`result` is then
+    /// [`SubmitError::Unanswered`]): the insert was sent and may still be applied, so it
+    /// is not abandoned. Its final reply (never itself `later`) comes on this channel,
+    /// for whoever must count exactly what was stored.
+    pub later: Option<Queued>,
 }
 
 /// A batch in the queue; await it for the [`Reply`].
@@ -241,33 +250,55 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
     let sizes: Vec<usize> = jobs.iter().map(|j| j.docs.len()).collect();
     let total: usize = sizes.iter().sum();
     let mut docs = Vec::with_capacity(total);
-    let mut replies = Vec::with_capacity(jobs.len());
+    let mut replies: Vec<(oneshot::Sender<Reply>, OwnedSemaphorePermit)> =
+        Vec::with_capacity(jobs.len());
     for job in jobs {
         docs.extend(job.docs);
         replies.push((job.done, job._room));
     }
-    let mut docs = docs.into_iter();
     metrics.batch_size.observe(total as f64);
     let started = Instant::now();
-    let outcome = tokio::time::timeout(
-        timeout,
-        shared
-            .collection
-            .insert_many(docs.as_slice())
-            .ordered(false)
-            .write_concern(shared.write_concern.clone()),
-    )
-    .await;
+    let insert = shared
+        .collection
+        .insert_many(docs.as_slice())
+        .ordered(false)
+        .write_concern(shared.write_concern.clone())
+        .into_future();
+    let mut insert = std::pin::pin!(insert);
+    let outcome = match tokio::time::timeout(timeout, insert.as_mut()).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            // The insert was sent: MongoDB may still apply it (a paused or overloaded
+            // server answers late). Dropping it here would leave stored events nobody
+            // counts, so the requests get their 503 now and the insert goes on; its
+            // outcome is handed over on `later` for the rollups to count what was stored.
+            // The queue budget (`room`) stays taken until then: memory remains bounded.
+            tracing::warn!(
+                events = total,
+                "MongoDB did not answer an insert into events within {} ms; answering 503 and waiting for its outcome",
+                timeout.as_millis()
+            );
+            replies = replies
+                .into_iter()
+                .map(|(done, room)| {
+                    let (later_done, later) = oneshot::channel();
+                    let _ = done.send(Reply {
+                        result: Err(SubmitError::Unanswered(timeout.as_millis())),
+                        docs: Vec::new(),
+                        later: Some(later),
+                    });
+                    (later_done, room)
+                })
+                .collect();
+            insert.await
+        }
+    };
     metrics.observe_write(started.elapsed().as_secs_f64());
 
     // Index of each refused document in the merged batch, or a batch-wide failure.
     let result: Result<Refused, SubmitError> = match outcome {
-        Err(_) => Err(SubmitError::Unavailable(format!(
-            "no answer within {} ms",
-            timeout.as_millis()
-        ))),
-        Ok(Ok(_)) => Ok(Vec::new()),
-        Ok(Err(e)) => match e.kind.as_ref() {
+        Ok(_) => Ok(Vec::new()),
+        Err(e) => match e.kind.as_ref() {
             ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => Ok(m
                 .write_errors
                 .iter()
@@ -295,6 +326,7 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
     }
 
     // Hand each request its share, with indexes relative to its own documents.
+    let mut docs = docs.into_iter();
     let mut offset = 0;
     for ((done, room), size) in replies.into_iter().zip(sizes) {
         let share = result.as_ref().map(|refused| {
@@ -309,6 +341,7 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
         let _ = done.send(Reply {
             result: share.map_err(Clone::clone),
             docs: docs.by_ref().take(size).collect(),
+            later: None,
         });
     }
 }

@@ -7,8 +7,9 @@
 //! The three steps belong together: an event is admitted before it is written
 //! (so its minute cannot become final while the write is in flight), and the
 //! admission is settled whatever happens next, even when the client goes away
-//! and axum drops the request half way ([`Admitted`]'s drop settles it from
-//! the writer's reply, in the background).
+//! and axum drops the request half way, or MongoDB answers only after the
+//! writer's timeout ([`Admitted`]'s drop settles it from the writer's final
+//! reply, in the background).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -76,6 +77,17 @@ async fn record<'a>(
         Err(e) => return Err(NotRecorded::Write(e.to_string())),
     };
     let reply = queued.await;
+    if let Ok(Reply {
+        result: Err(e),
+        later: Some(later),
+        ..
+    }) = reply
+    {
+        // MongoDB has not answered yet and may still store them: the guard counts what
+        // it stores once it answers, in the background, and the client hears 503 now.
+        guard.queued = Some(later);
+        return Err(NotRecorded::Unanswered(e.to_string()));
+    }
     guard.settled = true;
     let refused_by_mongodb = match reply {
         Ok(Reply {
@@ -135,6 +147,7 @@ impl Drop for Admitted {
                 Ok(Reply {
                     result: Ok(refused),
                     docs,
+                    ..
                 }) => {
                     let refused: HashSet<usize> = refused.iter().map(|r| r.0).collect();
                     let mut stored = Vec::new();

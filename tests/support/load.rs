@@ -99,7 +99,12 @@ impl SteadyLoad {
                             (first..first + batch).map(|s| seed_event(s, now)).collect(),
                         );
                         let url = format!("{}/v1/events", target.read().unwrap());
-                        let answer = http.post(&url).bearer_auth(API_KEY).json(&body).send().await;
+                        let answer = http
+                            .post(&url)
+                            .bearer_auth(API_KEY)
+                            .json(&body)
+                            .send()
+                            .await;
                         let pause_after = record(&tally, first, batch, answer).await;
                         if let Some(p) = pause_after {
                             tokio::time::sleep(p).await;

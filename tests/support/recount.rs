@@ -92,26 +92,40 @@ pub async fn wait_until_rollups_match(mongo: &TestMongo) -> BTreeMap<Key, i64> {
     }
 }
 
-/// How many times each `attributes.seq` is in `events` (read once, after the load).
-pub async fn stored_seqs(mongo: &TestMongo) -> BTreeMap<i64, usize> {
-    let mut stored = BTreeMap::new();
-    let cursor = mongo
+/// One read of `events` (after the load): the exact recount of [`recount`], and how
+/// many times each `attributes.seq` is there.
+pub async fn recount_and_seqs(mongo: &TestMongo) -> (BTreeMap<Key, i64>, BTreeMap<i64, usize>) {
+    let (mut exact, mut stored) = (BTreeMap::new(), BTreeMap::new());
+    let docs: Vec<Document> = mongo
         .db()
         .collection::<Document>("events")
         .find(doc! {})
-        .projection(doc! { "attributes.seq": 1, "_id": 0 })
+        .projection(doc! { "timestamp": 1, "metadata": 1, "attributes.seq": 1, "_id": 0 })
+        .await
+        .unwrap()
+        .try_collect()
         .await
         .unwrap();
-    let docs: Vec<Document> = cursor.try_collect().await.unwrap();
     for e in docs {
-        let Some(seq) = e.get_document("attributes").ok().and_then(|a| a.get("seq")) else {
-            continue;
-        };
-        if let Some(seq) = seq.as_i64().or_else(|| seq.as_i32().map(i64::from)) {
+        let ms = e.get_datetime("timestamp").unwrap().timestamp_millis();
+        let meta = e.get_document("metadata").unwrap();
+        let dims = meta.get_document("dimensions").unwrap();
+        let s = |k: &str| dims.get_str(k).unwrap_or("").to_string();
+        *exact
+            .entry((
+                ms - ms.rem_euclid(60_000),
+                meta.get_str("eventType").unwrap().to_string(),
+                s("country"),
+                s("deviceType"),
+                s("browser"),
+            ))
+            .or_insert(0) += 1;
+        let seq = e.get_document("attributes").ok().and_then(|a| a.get("seq"));
+        if let Some(seq) = seq.and_then(|s| s.as_i64().or_else(|| s.as_i32().map(i64::from))) {
             *stored.entry(seq).or_default() += 1;
         }
     }
-    stored
+    (exact, stored)
 }
 
 /// The rollup levels' collections (default names), finest first.
@@ -142,8 +156,14 @@ fn bucket_start(level: &str, ms: i64) -> i64 {
 pub fn regroup(exact: &BTreeMap<Key, i64>, level: &str) -> BTreeMap<Key, i64> {
     let mut out = BTreeMap::new();
     for ((ms, a, b, c, d), n) in exact {
-        *out.entry((bucket_start(level, *ms), a.clone(), b.clone(), c.clone(), d.clone()))
-            .or_insert(0) += n;
+        *out.entry((
+            bucket_start(level, *ms),
+            a.clone(),
+            b.clone(),
+            c.clone(),
+            d.clone(),
+        ))
+        .or_insert(0) += n;
     }
     out
 }
@@ -158,17 +178,33 @@ pub struct LevelDiff {
 
 /// Compares every rollup level with `exact` (a recount of `events` that no longer
 /// changes) until all agree or [`super::PATIENCE`] runs out; returns each level's
-/// difference at the end. Minutes become final on the daemon's clock (lateness), and
-/// only final minutes are merged into hours, days and months: that is what is waited for.
+/// difference at the end. Minutes become final on the daemon's clock (`lateness_ms`
+/// after they end); hours hold the final minutes, days and months the final hours:
+/// that is what is waited for and compared.
 pub async fn wait_until_every_level_matches(
     mongo: &TestMongo,
     exact: &BTreeMap<Key, i64>,
+    lateness_ms: i64,
 ) -> Vec<LevelDiff> {
     let deadline = Instant::now() + super::PATIENCE;
     loop {
         let mut diffs = Vec::new();
+        // Days and months are built from final hours only: an hour is final once the
+        // daemon's watermark (the clock less the lateness, when events are current) has
+        // passed its end. Hours still open are not expected there yet.
+        let final_hours_end = chrono::Utc::now().timestamp_millis() - lateness_ms;
+        let of_final_hours: BTreeMap<Key, i64> = exact
+            .iter()
+            .filter(|((ms, ..), _)| {
+                bucket_start("metrics_hourly", *ms) + 3_600_000 <= final_hours_end
+            })
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
         for level in LEVELS {
-            let want = regroup(exact, level);
+            let want = match level {
+                "metrics_minutely" | "metrics_hourly" => regroup(exact, level),
+                _ => regroup(&of_final_hours, level),
+            };
             let got = rollup_counts(mongo, level).await;
             let mut d = LevelDiff {
                 level,
