@@ -87,7 +87,7 @@ pub enum SubmitError {
     #[error("MongoDB did not acknowledge the write: {0}")]
     Unavailable(String),
     /// No answer in time: the write's outcome is not known yet (see [`Reply::later`]).
-    #[error("MongoDB did not answer the write within {0} ms")]
+    #[error("MongoDB sent no answer within {0} ms")]
     Unanswered(u128),
     #[error("the daemon is shutting down")]
     Closed,
@@ -196,6 +196,11 @@ impl Writer {
             .await
             .map_err(|_| SubmitError::Closed)?;
         Ok(result)
+    }
+
+    /// How long a request waits for its batch's answer before the API answers 503.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.config.write_timeout_ms)
     }
 
     /// Events queued or being written.

@@ -76,7 +76,18 @@ async fn record<'a>(
         // The guard gives the admissions back.
         Err(e) => return Err(NotRecorded::Write(e.to_string())),
     };
-    let reply = queued.await;
+    // Bounded: with MongoDB stalled, a batch can wait for a free write slot as well as
+    // for its insert. Past the write timeout the client hears 503 and the guard counts
+    // whatever the write stores once it is answered, in the background.
+    let reply = match tokio::time::timeout(writer.write_timeout(), queued).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            return Err(NotRecorded::Unanswered(format!(
+                "MongoDB sent no answer within {} ms",
+                writer.write_timeout().as_millis()
+            )))
+        }
+    };
     if let Ok(Reply {
         result: Err(e),
         later: Some(later),
@@ -143,7 +154,15 @@ impl Drop for Admitted {
         // The request's events are gone with it; the stored documents say what
         // to count.
         tokio::spawn(async move {
-            match queued.await {
+            let mut reply = queued.await;
+            // A reply that came before MongoDB answered: the final one follows.
+            while let Ok(Reply {
+                later: Some(later), ..
+            }) = reply
+            {
+                reply = later.await;
+            }
+            match reply {
                 Ok(Reply {
                     result: Ok(refused),
                     docs,
