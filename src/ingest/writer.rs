@@ -7,11 +7,14 @@
 //! events: when it is spent for longer than `enqueue_timeout_ms` the caller gets
 //! [`SubmitError::Busy`] and the API answers 503 rather than queueing without bound.
 
+use std::collections::HashSet;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bson::Document;
+use bson::oid::ObjectId;
+use bson::{doc, Document};
+use futures_util::TryStreamExt;
 use mongodb::error::ErrorKind;
 use mongodb::options::{Acknowledgment, WriteConcern};
 use mongodb::Collection;
@@ -249,6 +252,52 @@ async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
         .await;
 }
 
+/// How long a failed batch is looked up for (see [`stored_anyway`]) before it is taken
+/// as not stored; bounded so that a shutdown with MongoDB gone still ends.
+const LOOKUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The ids of `docs` that are in `events` after an insert failed with an unknown outcome.
+/// Asked when MongoDB answers again, and once more a little later: a server that was
+/// paused may apply the insert it had read only after answering a newer connection.
+async fn stored_anyway(shared: &Shared, docs: &[Document]) -> HashSet<ObjectId> {
+    let ids: Vec<ObjectId> = docs
+        .iter()
+        .filter_map(|d| d.get_object_id("_id").ok())
+        .collect();
+    let mut found = HashSet::new();
+    let give_up = Instant::now() + LOOKUP_PATIENCE;
+    for pass in 0..2 {
+        if pass == 1 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        loop {
+            let lookup = async {
+                let cursor = shared
+                    .collection
+                    .find(doc! { "_id": { "$in": &ids } })
+                    .projection(doc! { "_id": 1 })
+                    .await?;
+                cursor.try_collect::<Vec<Document>>().await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                Ok(Ok(stored)) => {
+                    found.extend(stored.iter().filter_map(|d| d.get_object_id("_id").ok()));
+                    break;
+                }
+                _ if Instant::now() > give_up => {
+                    tracing::warn!(
+                        events = ids.len(),
+                        "cannot tell which events of a failed insert MongoDB stored; they are not counted (a backfill of their minutes recounts them)"
+                    );
+                    return found;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+    found
+}
+
 async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
     let metrics = &shared.metrics;
     let timeout = Duration::from_millis(shared.config.write_timeout_ms);
@@ -260,6 +309,13 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
     for job in jobs {
         docs.extend(job.docs);
         replies.push((job.done, job._room));
+    }
+    // Our own ids (what the driver would generate), so that after a failure whose
+    // outcome is unknown the batch can be looked up to see what MongoDB stored.
+    for d in &mut docs {
+        if !d.contains_key("_id") {
+            d.insert("_id", ObjectId::new());
+        }
     }
     metrics.batch_size.observe(total as f64);
     let started = Instant::now();
@@ -315,9 +371,34 @@ async fn write_batch(jobs: Vec<Job>, shared: &Shared) {
                     )
                 })
                 .collect()),
-            _ => Err(SubmitError::Unavailable(
-                shared.redactor.clean(&e.to_string()),
-            )),
+            _ => {
+                // A network error or an interrupted connection says nothing about what
+                // the server did with an insert it may have read: look the batch up.
+                let why = shared.redactor.clean(&e.to_string());
+                let found = stored_anyway(shared, &docs).await;
+                if found.is_empty() {
+                    Err(SubmitError::Unavailable(why))
+                } else {
+                    tracing::warn!(
+                        events = total,
+                        stored = found.len(),
+                        "an insert into events failed ({why}) but MongoDB stored part of it; those events are counted"
+                    );
+                    Ok(docs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, d)| {
+                            !d.get_object_id("_id").is_ok_and(|id| found.contains(&id))
+                        })
+                        .map(|(i, _)| {
+                            (
+                                i,
+                                format!("MongoDB did not store the event ({why}); retry it"),
+                            )
+                        })
+                        .collect())
+                }
+            }
         },
     };
     match &result {
