@@ -179,7 +179,7 @@ pub struct LevelDiff {
 /// Compares every rollup level with `exact` (a recount of `events` that no longer
 /// changes) until all agree or [`super::PATIENCE`] runs out; returns each level's
 /// difference at the end. Minutes become final on the daemon's clock (`lateness_ms`
-/// after they end); hours hold the final minutes, days and months the final hours:
+/// after they end); hours hold the final minutes, days the final hours, months the final days:
 /// that is what is waited for and compared.
 pub async fn wait_until_every_level_matches(
     mongo: &TestMongo,
@@ -189,21 +189,22 @@ pub async fn wait_until_every_level_matches(
     let deadline = Instant::now() + super::PATIENCE;
     loop {
         let mut diffs = Vec::new();
-        // Days and months are built from final hours only: an hour is final once the
-        // daemon's watermark (the clock less the lateness, when events are current) has
-        // passed its end. Hours still open are not expected there yet.
-        let final_hours_end = chrono::Utc::now().timestamp_millis() - lateness_ms;
-        let of_final_hours: BTreeMap<Key, i64> = exact
-            .iter()
-            .filter(|((ms, ..), _)| {
-                bucket_start("metrics_hourly", *ms) + 3_600_000 <= final_hours_end
-            })
-            .map(|(k, n)| (k.clone(), *n))
-            .collect();
+        // Days are built from final hours only, months from final days: a bucket is final
+        // once the daemon's watermark (the clock less the lateness, when events are
+        // current) has passed its end. Buckets still open are not expected above it yet.
+        let watermark = chrono::Utc::now().timestamp_millis() - lateness_ms;
+        let of_final = |child: &str, len_ms: i64| -> BTreeMap<Key, i64> {
+            exact
+                .iter()
+                .filter(|((ms, ..), _)| bucket_start(child, *ms) + len_ms <= watermark)
+                .map(|(k, n)| (k.clone(), *n))
+                .collect()
+        };
         for level in LEVELS {
             let want = match level {
                 "metrics_minutely" | "metrics_hourly" => regroup(exact, level),
-                _ => regroup(&of_final_hours, level),
+                "metrics_daily" => regroup(&of_final("metrics_hourly", 3_600_000), level),
+                _ => regroup(&of_final("metrics_daily", 86_400_000), level),
             };
             let got = rollup_counts(mongo, level).await;
             let mut d = LevelDiff {
