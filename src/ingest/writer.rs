@@ -7,12 +7,14 @@
 //! events: when it is spent for longer than `enqueue_timeout_ms` the caller gets
 //! [`SubmitError::Busy`] and the API answers 503 rather than queueing without bound.
 
-use std::future::IntoFuture;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bson::Document;
-use mongodb::error::ErrorKind;
+use bson::oid::ObjectId;
+use bson::{doc, Document};
+use futures_util::TryStreamExt;
+use mongodb::error::{ErrorKind, NO_WRITES_PERFORMED};
 use mongodb::options::{Acknowledgment, WriteConcern};
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
@@ -284,19 +286,31 @@ async fn write_batch(jobs: Vec<Job>, answer_by: tokio::time::Instant, shared: &S
         docs.extend(job.docs);
         replies.push((job.done, job._room));
     }
+    // Our own ids (the driver would make the same kind), so that a batch whose outcome
+    // is unknown can be looked up to see what MongoDB stored.
+    for d in &mut docs {
+        if !d.contains_key("_id") {
+            d.insert("_id", ObjectId::new());
+        }
+    }
     metrics.batch_size.observe(total as f64);
     let started = Instant::now();
-    // The insert borrows `docs`, so it lives in this block; `docs` is handed back after.
-    let (outcome, replies) = {
-        let insert = shared
-            .collection
-            .insert_many(docs.as_slice())
-            .ordered(false)
-            .write_concern(shared.write_concern.clone())
-            .into_future();
-        tokio::pin!(insert);
-        match tokio::time::timeout_at(answer_by, &mut insert).await {
-            Ok(outcome) => (outcome, replies),
+    // The insert (and, when its outcome is unknown, the lookup of what it stored)
+    // borrows `docs`, so it lives in this block; `docs` is handed back after.
+    let (result, replies) = {
+        let outcome = async {
+            let inserted = shared
+                .collection
+                .insert_many(docs.as_slice())
+                .ordered(false)
+                .write_concern(shared.write_concern.clone())
+                .await;
+            metrics.observe_write(started.elapsed().as_secs_f64());
+            insert_result(inserted, &docs, shared).await
+        };
+        tokio::pin!(outcome);
+        match tokio::time::timeout_at(answer_by, &mut outcome).await {
+            Ok(result) => (result, replies),
             Err(_) => {
                 // The insert is on its way and MongoDB may still apply it: answer the
                 // requests now (a 503, so nothing unstored is ever acknowledged), but
@@ -324,14 +338,12 @@ async fn write_batch(jobs: Vec<Job>, answer_by: tokio::time::Instant, shared: &S
                     later.push((outcome_tx, room));
                 }
                 metrics.writes_unanswered.inc();
-                let outcome = insert.await;
+                let result = outcome.await;
                 metrics.writes_unanswered.dec();
-                (outcome, later)
+                (result, later)
             }
         }
     };
-    metrics.observe_write(started.elapsed().as_secs_f64());
-    let result = insert_result(outcome, shared);
     match &result {
         Ok(_) => {
             metrics.writes_ok.inc();
@@ -345,29 +357,116 @@ async fn write_batch(jobs: Vec<Job>, answer_by: tokio::time::Instant, shared: &S
 }
 
 /// Index of each refused document in the merged batch, or a batch-wide failure.
-fn insert_result(
+async fn insert_result(
     outcome: mongodb::error::Result<mongodb::results::InsertManyResult>,
+    docs: &[Document],
     shared: &Shared,
 ) -> Result<Refused, SubmitError> {
-    match outcome {
-        Ok(_) => Ok(Vec::new()),
-        Err(e) => match e.kind.as_ref() {
-            ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => Ok(m
-                .write_errors
+    let e = match outcome {
+        Ok(_) => return Ok(Vec::new()),
+        Err(e) => e,
+    };
+    match e.kind.as_ref() {
+        ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => Ok(m
+            .write_errors
+            .iter()
+            .flatten()
+            .map(|w| {
+                (
+                    w.index,
+                    format!("MongoDB refused the event: {} (code {})", w.message, w.code),
+                )
+            })
+            .collect()),
+        // The connection broke (or was cut by the driver while MongoDB was paused)
+        // after the insert may have been read: the server may have applied it, or may
+        // still apply it once it runs again. Only a lookup can tell what to count.
+        ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
+            if !e.contains_label(NO_WRITES_PERFORMED) =>
+        {
+            let why = shared.redactor.clean(&e.to_string());
+            let found = stored_anyway(shared, docs).await;
+            if found.is_empty() {
+                return Err(SubmitError::Unavailable(why));
+            }
+            tracing::warn!(
+                events = docs.len(),
+                stored = found.len(),
+                "an insert into events failed ({why}) but MongoDB stored part of it: those events are accepted and counted"
+            );
+            Ok(docs
                 .iter()
-                .flatten()
-                .map(|w| {
+                .enumerate()
+                .filter(|(_, d)| !d.get_object_id("_id").is_ok_and(|id| found.contains(&id)))
+                .map(|(i, _)| {
                     (
-                        w.index,
-                        format!("MongoDB refused the event: {} (code {})", w.message, w.code),
+                        i,
+                        format!("MongoDB did not store the event ({why}); retry it"),
                     )
                 })
-                .collect()),
-            _ => Err(SubmitError::Unavailable(
-                shared.redactor.clean(&e.to_string()),
-            )),
-        },
+                .collect())
+        }
+        _ => Err(SubmitError::Unavailable(
+            shared.redactor.clean(&e.to_string()),
+        )),
     }
+}
+
+/// How long a batch whose insert failed with an unknown outcome is looked up for (see
+/// [`stored_anyway`]) before it is taken as not stored; bounded so that a shutdown with
+/// MongoDB gone still ends.
+const LOOKUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The ids of `docs` found in `events` after an insert failed with an unknown outcome.
+/// Asked once MongoDB answers again, and once more a little later: a server that was
+/// paused may apply the insert it had already read after it answered a newer
+/// connection. The time range lets a time-series collection (which has no `_id` index)
+/// read only the buckets of the batch's minutes.
+async fn stored_anyway(shared: &Shared, docs: &[Document]) -> HashSet<ObjectId> {
+    let ids: Vec<ObjectId> = docs
+        .iter()
+        .filter_map(|d| d.get_object_id("_id").ok())
+        .collect();
+    let times: Vec<bson::DateTime> = docs
+        .iter()
+        .filter_map(|d| d.get_datetime("timestamp").ok().copied())
+        .collect();
+    let mut filter = doc! { "_id": { "$in": &ids } };
+    if let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) {
+        filter.insert("timestamp", doc! { "$gte": *first, "$lte": *last });
+    }
+    let mut found = HashSet::new();
+    let give_up = Instant::now() + LOOKUP_PATIENCE;
+    for pass in 0..2 {
+        if pass == 1 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        loop {
+            let lookup = async {
+                let cursor = shared
+                    .collection
+                    .find(filter.clone())
+                    .projection(doc! { "_id": 1 })
+                    .await?;
+                cursor.try_collect::<Vec<Document>>().await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                Ok(Ok(stored)) => {
+                    found.extend(stored.iter().filter_map(|d| d.get_object_id("_id").ok()));
+                    break;
+                }
+                _ if Instant::now() > give_up => {
+                    tracing::warn!(
+                        events = ids.len(),
+                        "cannot tell which events of a failed insert MongoDB stored; they are not counted until a backfill of their minutes recounts them"
+                    );
+                    return found;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+    found
 }
 
 /// Hands each request its share of `result`, with indexes relative to its own
