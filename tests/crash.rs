@@ -32,7 +32,7 @@ const ENV: [(&str, &str); 4] = [
     ("MONGOPULSE__INGEST__WRITER__MAX_BATCH_DELAY_MS", "10"),
 ];
 
-use support::PATIENCE;
+use support::until;
 
 /// What the steady sender saw.
 #[derive(Default)]
@@ -41,18 +41,6 @@ struct Sent {
     acknowledged: BTreeSet<i64>,
     /// Answers other than 2xx and 503-with-Retry-After (must stay empty).
     wrong: Vec<String>,
-}
-
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// (minute, country) → count in one live packet. Times are read as a Grafana JSON frame

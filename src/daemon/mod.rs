@@ -29,7 +29,7 @@ use crate::ingest::record::Recorder;
 use crate::ingest::writer::Writer;
 use crate::ingest::Validator;
 use crate::rollup::engine::RollupMetrics;
-use crate::rollup::recover::recover;
+use crate::rollup::recover::{count_late_writes, recover};
 use crate::rollup::store::ensure_rollup_indexes;
 use crate::rollup::{RollupConfig, Rollups};
 use crate::store::readiness::Readiness;
@@ -97,6 +97,7 @@ pub async fn run(
         retention,
         rollup_config: config.rollups.clone(),
         writer_id: config.writer_id.clone(),
+        late_write_wait: Duration::from_millis(config.ingest.writer.write_timeout_ms),
         readiness: readiness.clone(),
         redactor: redactor.clone(),
         rollups: rollups.clone(),
@@ -301,6 +302,8 @@ struct Preparation {
     retention: Retention,
     rollup_config: RollupConfig,
     writer_id: String,
+    /// How long after recovery the previous run's last inserts are looked for.
+    late_write_wait: Duration,
     readiness: Arc<Readiness>,
     redactor: Redactor,
     rollups: Arc<OnceLock<Arc<Rollups>>>,
@@ -380,6 +383,17 @@ async fn prepare(p: Preparation) -> Option<tokio::task::JoinHandle<()>> {
     let flusher = tokio::spawn(rollups.clone().run(interval, async move {
         let _ = stop_flushing.wait_for(|stopped| *stopped).await;
     }));
+    if let Some(late) = recovered.late_writes {
+        tokio::spawn(count_late_writes(
+            rollups.clone(),
+            p.db.clone(),
+            p.names.clone(),
+            p.writer_id.clone(),
+            late,
+            p.late_write_wait,
+            p.redactor.clone(),
+        ));
+    }
     let _ = p.recorder.set(rollups.clone());
     let _ = p.rollups.set(rollups);
     p.readiness.set_ready();

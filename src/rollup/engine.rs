@@ -255,6 +255,16 @@ impl Rollups {
         }
     }
 
+    /// Counts events a previous run stored after recovery read `events`, then lets
+    /// the minutes recovery held open become final.
+    pub(super) fn count_late(&self, events: &[Event]) {
+        let mut w = self.lock();
+        for e in events {
+            w.apply(e);
+        }
+        w.hold_minutes(false);
+    }
+
     /// Gives back admissions by event time (when only the times are left).
     pub(super) fn release(&self, event_times_ms: &[i64]) {
         let mut w = self.lock();

@@ -6,12 +6,23 @@
 //! rebuilt from the final child documents before the checkpoint, and (2) every
 //! minute from the checkpoint on, rebuilt from `events`. Rollup documents are
 //! replacements computed from state, so rewriting them is idempotent.
+//!
+//! A previous run killed mid-insert may have sent inserts MongoDB applies only after
+//! that read (a loaded server answers seconds late). So the minutes stay open after
+//! recovery, and [`count_late_writes`] reads `events` once more a little later,
+//! counting the events neither the first read nor this run stored.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::oid::ObjectId;
 use bson::{doc, Document};
 use futures_util::TryStreamExt;
 use mongodb::Database;
 
 use super::aggregate::{stored_dimensions, Aggregate};
+use super::engine::Rollups;
 use super::error::{RollupConfigError, RollupError};
 use super::level::Level;
 use super::sessions::Sessions;
@@ -27,6 +38,14 @@ pub struct Recovered {
     pub checkpoint: Option<Checkpoint>,
     pub replayed_events: u64,
     pub loaded_documents: u64,
+    /// What [`count_late_writes`] needs; `None` when there was nothing to recover.
+    pub late_writes: Option<LateWrites>,
+}
+
+/// The events the recovery read counted into open minutes (by `_id`), and from when.
+pub struct LateWrites {
+    from_ms: i64,
+    counted: HashSet<ObjectId>,
 }
 
 pub async fn recover(
@@ -53,6 +72,7 @@ pub async fn recover(
             checkpoint: None,
             replayed_events: 0,
             loaded_documents: 0,
+            late_writes: None,
         });
     };
 
@@ -120,6 +140,7 @@ pub async fn recover(
         .await
         .map_err(RollupError::read("events to recover"))?;
     let mut replayed = 0u64;
+    let mut counted = HashSet::new();
     while let Some(d) = cursor
         .try_next()
         .await
@@ -134,6 +155,9 @@ pub async fn recover(
         };
         if event.timestamp.timestamp_millis() >= first_open {
             windows.apply(&event);
+            if let Ok(id) = d.get_object_id("_id") {
+                counted.insert(id);
+            }
         } else {
             windows.apply_to_sessions(&event);
         }
@@ -142,12 +166,80 @@ pub async fn recover(
             tracing::info!("recovery: replayed {replayed} events");
         }
     }
+    windows.hold_minutes(true);
     Ok(Recovered {
         windows,
         checkpoint: Some(cp),
         replayed_events: replayed,
         loaded_documents: loaded,
+        // Held until `count_late_writes` has looked again.
+        late_writes: Some(LateWrites {
+            from_ms: first_open,
+            counted,
+        }),
     })
+}
+
+/// After `wait`, counts the events of `writer` in the minutes recovery rebuilt that
+/// neither the recovery read (`late`) nor this process stored (its ids carry this
+/// process's bytes), then lets those minutes become final. Retries while MongoDB does
+/// not answer; the minutes stay open meanwhile, and a restart recovers them again.
+pub async fn count_late_writes(
+    rollups: Arc<Rollups>,
+    db: Database,
+    names: CollectionNames,
+    writer: String,
+    late: LateWrites,
+    wait: Duration,
+    redactor: crate::store::Redactor,
+) {
+    tokio::time::sleep(wait).await;
+    let ours = ObjectId::new().bytes()[4..9].to_vec();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let read = async {
+            let mut cursor = db
+                .collection::<Document>(&names.events)
+                .find(doc! { "writer": &writer, "timestamp": { "$gte": bson::DateTime::from_millis(late.from_ms) } })
+                .batch_size(5_000)
+                .await?;
+            let mut found = Vec::new();
+            while let Some(d) = cursor.try_next().await? {
+                let Ok(id) = d.get_object_id("_id") else {
+                    continue;
+                };
+                if !late.counted.contains(&id) && id.bytes()[4..9] != ours[..] {
+                    found.push(d);
+                }
+            }
+            Ok::<_, mongodb::error::Error>(found)
+        };
+        match read.await {
+            Ok(found) => {
+                let events: Vec<Event> = found
+                    .iter()
+                    .filter_map(|d| Event::from_stored(d).ok())
+                    .collect();
+                if !events.is_empty() {
+                    tracing::warn!(
+                        events = events.len(),
+                        "recovery: the previous run's last inserts were stored after the recovery read; they are counted now"
+                    );
+                }
+                rollups.count_late(&events);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "recovery: cannot read events to count the previous run's last inserts ({}); minutes stay open, retrying in {} ms",
+                    redactor.clean(&e.to_string()),
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 pub fn session_spec_index(

@@ -160,6 +160,9 @@ pub struct Windows {
     open_children: [HashMap<(u16, i64), u32>; 4],
     /// Admitted events not yet recorded or released, per minute start.
     pending: HashMap<i64, u32>,
+    /// No minute becomes final while set: after a restart, the previous run's last
+    /// inserts may still be stored after recovery read `events` (see `recover.rs`).
+    held: bool,
     max_event_ms: i64,
     watermark_ms: i64,
     version: u64,
@@ -187,6 +190,7 @@ impl Windows {
             levels: Default::default(),
             open_children: Default::default(),
             pending: HashMap::new(),
+            held: false,
             max_event_ms: i64::MIN,
             watermark_ms: start_watermark_ms,
             version: 0,
@@ -195,6 +199,11 @@ impl Windows {
             stats: WindowStats::default(),
             sessions: None,
         }
+    }
+
+    /// Holds every minute open (or lets them close again): see `held`.
+    pub fn hold_minutes(&mut self, held: bool) {
+        self.held = held;
     }
 
     pub fn specs(&self) -> &[Spec] {
@@ -419,7 +428,7 @@ impl Windows {
                     !win.is_final
                         && level.bucket_end(k.start) <= w
                         && match level {
-                            Level::Minute => !self.pending.contains_key(&k.start),
+                            Level::Minute => !self.held && !self.pending.contains_key(&k.start),
                             _ => {
                                 self.open_children[level.index()].get(&(k.spec, k.start)).copied().unwrap_or(0) == 0
                                     // A minute with events still being stored may have no window yet.
@@ -697,6 +706,50 @@ mod tests {
         w.release(T0 + 1_000);
         w.advance(T0 + 120_000);
         assert!(w.admit(T0 + 2_000).is_err());
+    }
+
+    #[test]
+    fn held_minutes_stay_open_and_count_what_is_applied_meanwhile() {
+        let mut w = Windows::new(vec![spec()], "w1", 0, 3_600_000, i64::MIN);
+        feed(&mut w, T0 + 1_000, "FR", 1.0).unwrap();
+        w.hold_minutes(true);
+        // Two minutes on: the first is past the watermark, and held.
+        feed(&mut w, T0 + 120_000, "DE", 1.0).unwrap();
+        w.advance(T0 + 120_000);
+        let b = w.flush(T0 + 120_000);
+        assert!(docs(&b, Level::Minute)
+            .iter()
+            .all(|d| !d.get_bool("final").unwrap()));
+        w.commit(&b);
+        // A previous run's event, found after the recovery read: counted in its minute.
+        let text = event_json(T0 + 2_000, "FR", 2.0);
+        let late = Validator {
+            limits: Limits::default(),
+            max_age: chrono::Duration::days(3650),
+        }
+        .event(
+            0,
+            text.as_bytes(),
+            Utc.timestamp_millis_opt(T0 + 2_000).unwrap(),
+        )
+        .unwrap();
+        w.apply(&late);
+        w.hold_minutes(false);
+        w.advance(T0 + 120_000);
+        let b = w.flush(T0 + 120_000);
+        let minute = docs(&b, Level::Minute)
+            .into_iter()
+            .find(|d| d.get_datetime("timestamp").unwrap().timestamp_millis() == T0)
+            .unwrap();
+        assert!(minute.get_bool("final").unwrap());
+        assert_eq!(
+            minute
+                .get_document("metrics")
+                .unwrap()
+                .get_i64("count")
+                .unwrap(),
+            2
+        );
     }
 
     #[test]

@@ -26,32 +26,7 @@ pub async fn all(mongo: &TestMongo, coll: &str, filter: Document) -> Vec<Documen
 
 /// Exact counts per (minute, eventType, country, deviceType, browser), straight from `events`.
 pub async fn recount(mongo: &TestMongo) -> BTreeMap<Key, i64> {
-    let mut out = BTreeMap::new();
-    let events: Vec<Document> = mongo
-        .db()
-        .collection::<Document>("events")
-        .find(doc! {})
-        .projection(doc! { "timestamp": 1, "metadata": 1, "_id": 0 })
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    for e in events {
-        let ms = e.get_datetime("timestamp").unwrap().timestamp_millis();
-        let meta = e.get_document("metadata").unwrap();
-        let dims = meta.get_document("dimensions").unwrap();
-        let s = |k: &str| dims.get_str(k).unwrap_or("").to_string();
-        *out.entry((
-            ms - ms.rem_euclid(60_000),
-            meta.get_str("eventType").unwrap().to_string(),
-            s("country"),
-            s("deviceType"),
-            s("browser"),
-        ))
-        .or_insert(0) += 1;
-    }
-    out
+    recount_and_seqs(mongo).await.0
 }
 
 /// Counts per the same key, from the minute rollups (all writers summed).
