@@ -261,3 +261,57 @@ async fn a_client_that_gives_up_mid_request_still_has_its_stored_events_counted(
     post_for(&daemon, 1_000_000, Duration::from_millis(500)).await;
     wait_until_rollups_match(&mongo).await;
 }
+
+/// A daemon killed mid-insert may have sent an insert that a loaded MongoDB applies only
+/// after the restarted daemon has read `events` (SecantusDB under load did, in
+/// tests/reliability.rs). Here the test stores such events itself, as the killed run
+/// would have (its `writer`, ids not made by the new process), right after recovery:
+/// they must be counted.
+#[tokio::test]
+async fn events_a_killed_run_stored_after_the_recovery_read_are_counted() {
+    let mongo = TestMongo::start().await;
+    // The second look comes this long after recovery: ample time for the test's insert.
+    let env: Vec<(&str, &str)> = ENV
+        .iter()
+        .copied()
+        .chain([("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "20000")])
+        .collect();
+    let daemon = Daemon::start(&mongo, &env).await;
+    assert!(post_for(&daemon, 0, Duration::from_millis(500)).await > 0);
+    support::until("a rollup checkpoint", || async {
+        !all(&mongo, "checkpoints", doc! {}).await.is_empty()
+    })
+    .await;
+    daemon.signal("KILL");
+    drop(daemon);
+
+    let daemon = Daemon::start(&mongo, &env).await;
+    support::until("the recovery", || async {
+        daemon
+            .stderr()
+            .contains("rollups recovered from the checkpoint")
+    })
+    .await;
+    let events = mongo.db().collection::<Document>("events");
+    let template = events
+        .find_one(doc! {})
+        .await
+        .unwrap()
+        .expect("a stored event");
+    let now = bson::DateTime::now();
+    let late: Vec<Document> = (0..50)
+        .map(|_| {
+            let mut d = template.clone();
+            d.insert("_id", bson::oid::ObjectId::new());
+            d.insert("timestamp", now);
+            d
+        })
+        .collect();
+    events.insert_many(late).await.unwrap();
+
+    wait_until_rollups_match(&mongo).await;
+    support::until("the warning that names them", || async {
+        daemon.stderr().contains("they are counted now")
+    })
+    .await;
+}
