@@ -7,8 +7,9 @@
 # table of what was tried and what was lost, from the JSON rows the tests write to
 # $MONGOPULSE_RELIABILITY_OUT (default target/reliability). Rows other suites left
 # there (fuzzing, hostile input: same fields) are printed too. Ends with PASS, or FAIL
-# when anything was lost, double-counted or answered wrongly, a process panicked, a
-# scenario did not report, or a test failed.
+# when anything was lost, double-counted or answered wrongly, a process panicked, the
+# soak's memory grew (a resident-memory slope over 512 KiB/min after its warm-up, for
+# the daemon or the plugin), a scenario did not report, or a test failed.
 #
 # Sizes can be changed with the variables tests/reliability.rs documents, e.g.
 #   MONGOPULSE_RELIABILITY_SOAK_SECS=60 scripts/reliability.sh
@@ -75,6 +76,8 @@ for name in sorted(os.listdir(out)):
             print(f"cannot read {name}: {e}")
             failed = True
 
+FLAT_KIB_PER_MIN = 512
+
 def num(r, k):
     v = r.get(k)
     return 0 if v is None else v
@@ -91,6 +94,13 @@ for r in rows:
     for k in ("lost", "double_counted_events", "double_counted_rollups", "lost_rollups", "wrong_answers", "panics"):
         if num(r, k):
             bad.append(f"{key}: {k} = {r[k]}")
+    # Flat memory, judged on the soak only (the outages are too short for a slope): the
+    # least-squares slope after warm-up, for the daemon and the plugin, under
+    # FLAT_KIB_PER_MIN (5 MiB over ten minutes).
+    if r.get("scenario") == "soak":
+        for k in ("daemon_rss_slope_kib_per_min", "plugin_rss_slope_kib_per_min"):
+            if r.get(k) is None or r[k] > FLAT_KIB_PER_MIN:
+                bad.append(f"{key}: memory not flat, {k} = {fmt(r.get(k))} (at most {FLAT_KIB_PER_MIN})")
     slope = f"{fmt(r.get('daemon_rss_slope_kib_per_min'))} / {fmt(r.get('plugin_rss_slope_kib_per_min'))}"
     rss = r.get("daemon_rss_max_kib")
     fds = f"{fmt(r.get('fd_start'))}→{fmt(r.get('fd_end'))}"
@@ -118,5 +128,6 @@ print()
 if bad:
     print("FAIL: " + "; ".join(bad))
     sys.exit(1)
-print(f"PASS: {len(rows)} rows, 0 lost, 0 double-counted, 0 wrong answers, 0 panics")
+print(f"PASS: {len(rows)} rows, 0 lost, 0 double-counted, 0 wrong answers, 0 panics, "
+      f"soak memory flat (RSS slopes under {FLAT_KIB_PER_MIN} KiB/min)")
 EOF
