@@ -131,6 +131,19 @@ fn next_boundary(ahead: Duration) -> i64 {
     t - t.rem_euclid(60_000) + 60_000
 }
 
+/// Two senders of 100-event batches, each as fast as the daemon answers.
+fn full_speed_load(daemon: &Daemon) -> SteadyLoad {
+    SteadyLoad::start(
+        &daemon.base_url,
+        LoadShape {
+            senders: 2,
+            batch: 100,
+            rate: None,
+            first_seq: 1,
+        },
+    )
+}
+
 /// What the final checks found.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -353,16 +366,7 @@ async fn repeated_kill_9_of_the_daemon_under_load_loses_and_double_counts_nothin
     let env = daemon_env(&rules, &[]);
     let mut daemon = Daemon::start(&mongo, &refs(&env)).await;
     let started = Instant::now();
-    // Two senders of 100-event batches, as fast as the daemon answers.
-    let load = SteadyLoad::start(
-        &daemon.base_url,
-        LoadShape {
-            senders: 2,
-            batch: 100,
-            rate: None,
-            first_seq: 1,
-        },
-    );
+    let load = full_speed_load(&daemon);
     until("events acknowledged before the first kill", || async {
         load.acknowledged() >= 500
     })
@@ -458,15 +462,7 @@ async fn database_outage(kind: Outage) {
     let daemon = Daemon::start(&mongo, &refs(&env)).await;
     let sampler = Sampler::start(daemon.pid(), Duration::from_millis(500));
     let started = Instant::now();
-    let load = SteadyLoad::start(
-        &daemon.base_url,
-        LoadShape {
-            senders: 2,
-            batch: 100,
-            rate: None,
-            first_seq: 1,
-        },
-    );
+    let load = full_speed_load(&daemon);
     until("events acknowledged before the outage", || async {
         load.acknowledged() >= 500 && sampler.samples().len() >= 4
     })

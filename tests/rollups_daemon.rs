@@ -49,6 +49,21 @@ async fn post_for(daemon: &Daemon, first_seq: usize, duration: Duration) -> usiz
     acknowledged
 }
 
+/// Runs `mongopulsed backfill ARGS` on the test's database; its output is kept for the
+/// secrets scan.
+fn backfill(mongo: &TestMongo, args: &[&str]) -> std::process::Output {
+    support::capture::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+            .arg("backfill")
+            .args(args)
+            .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
+            .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name)
+            .env("MONGOPULSE_API_KEYS", "x:backfill-test-key-8c3e"),
+        "mongopulsed",
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn kill_9_mid_stream_then_restart_counts_every_event_once() {
     let mongo = TestMongo::start().await;
@@ -176,22 +191,16 @@ async fn backfill_recomputes_the_same_rollups_and_is_safe_to_rerun() {
     let from = exact.keys().next().unwrap().0;
     let to = exact.keys().last().unwrap().0 + 60_000;
     for _ in 0..2 {
-        let out = support::capture::output(
-            std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
-                .args([
-                    "backfill",
-                    "--from",
-                    &from.to_string(),
-                    "--to",
-                    &to.to_string(),
-                    "--force",
-                ])
-                .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
-                .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name)
-                .env("MONGOPULSE_API_KEYS", "x:backfill-test-key-8c3e"),
-            "mongopulsed",
-        )
-        .unwrap();
+        let out = backfill(
+            &mongo,
+            &[
+                "--from",
+                &from.to_string(),
+                "--to",
+                &to.to_string(),
+                "--force",
+            ],
+        );
         let log = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{log}");
         assert!(log.contains("backfill done"), "{log}");
@@ -214,20 +223,15 @@ async fn backfill_recomputes_the_same_rollups_and_is_safe_to_rerun() {
     }
 
     // Without --force, a range the daemon has not finalised is refused with advice.
-    let out = support::capture::output(
-        std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
-            .args([
-                "backfill",
-                "--from",
-                &from.to_string(),
-                "--to",
-                &(Utc::now().timestamp_millis() + 3_600_000).to_string(),
-            ])
-            .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
-            .env("MONGOPULSE__MONGODB__DATABASE", &mongo.db_name),
-        "mongopulsed",
-    )
-    .unwrap();
+    let out = backfill(
+        &mongo,
+        &[
+            "--from",
+            &from.to_string(),
+            "--to",
+            &(Utc::now().timestamp_millis() + 3_600_000).to_string(),
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 }
