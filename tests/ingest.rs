@@ -713,3 +713,202 @@ async fn loadgen_sends_seed_shaped_events_the_daemon_accepts() {
     assert!(!bad_key.status.success());
     assert!(String::from_utf8_lossy(&bad_key.stderr).contains("refused the API key"));
 }
+
+/// `n` seed events at `at`, each with the id `<prefix>-<seq>`.
+fn events_with_ids(prefix: &str, seqs: std::ops::Range<usize>, at: chrono::DateTime<Utc>) -> Value {
+    Value::Array(
+        seqs.map(|i| {
+            let mut e = seed_event(i, at);
+            e["id"] = json!(format!("{prefix}-{i}"));
+            e
+        })
+        .collect(),
+    )
+}
+
+async fn total_counted(mongo: &TestMongo) -> i64 {
+    support::recount::wait_until_rollups_match(mongo)
+        .await
+        .values()
+        .sum()
+}
+
+#[tokio::test]
+async fn a_batch_posted_twice_with_ids_or_a_key_is_stored_and_counted_once() {
+    let mongo = TestMongo::start().await;
+    let daemon = Daemon::start(&mongo, &[]).await;
+    let now = Utc::now() - chrono::Duration::seconds(5);
+
+    // Events with their own ids, sent twice: the second answer says they are stored.
+    let batch = events_with_ids("a", 0..200, now);
+    for round in 0..2 {
+        let (status, body) = daemon.post_json(&batch).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["accepted"], 200, "round {round}: {body}");
+        assert_eq!(
+            body["duplicates"],
+            if round == 0 { 0 } else { 200 },
+            "{body}"
+        );
+    }
+    // One request holding the same event twice stores it once.
+    let mut twice = events_with_ids("b", 0..10, now);
+    let copy = twice[3].clone();
+    twice.as_array_mut().unwrap().push(copy);
+    let (status, body) = daemon.post_json(&twice).await;
+    assert_eq!(
+        (status, &body["accepted"], &body["duplicates"]),
+        (200, &json!(11), &json!(1)),
+        "{body}"
+    );
+
+    // Events without ids, sent twice under one Idempotency-Key (and once under another).
+    let plain = Value::Array((1000..1100).map(|i| seed_event(i, now)).collect());
+    let json_type = ("content-type", "application/json");
+    for (key, duplicates) in [("batch-1", 0), ("batch-1", 100), ("batch-2", 0)] {
+        let (status, body, _) = daemon
+            .post(plain.to_string(), &[json_type, ("idempotency-key", key)])
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (&body["accepted"], &body["duplicates"]),
+            (&json!(100), &json!(duplicates)),
+            "{key}: {body}"
+        );
+    }
+    let (status, body, _) = daemon
+        .post(plain.to_string(), &[json_type, ("idempotency-key", "")])
+        .await;
+    assert_eq!(status, 400, "an empty key is refused: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("Idempotency-Key"),
+        "{body}"
+    );
+
+    assert_eq!(count(&mongo, "events").await, 200 + 10 + 200);
+    assert_eq!(total_counted(&mongo).await, 410, "counted once each");
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("mongopulse_rollup_duplicates_total 301"),
+        "{metrics}"
+    );
+    assert_eq!(
+        count(&mongo, "dead_letters").await,
+        0,
+        "a duplicate is not a bad event"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_its_minute_is_final_is_still_a_duplicate() {
+    let mongo = TestMongo::start().await;
+    let old = Utc::now() - chrono::Duration::seconds(150);
+    let batch = events_with_ids("old", 0..50, old);
+    // Stored while its minute is open, by a daemon that accepts events this old.
+    let mut first = Daemon::start(
+        &mongo,
+        &[("MONGOPULSE__ROLLUPS__ALLOWED_LATENESS_SECS", "600")],
+    )
+    .await;
+    let (status, body) = first.post_json(&batch).await;
+    assert_eq!((status, &body["accepted"]), (200, &json!(50)), "{body}");
+    first.signal("TERM");
+    assert!(
+        first.wait(support::PATIENCE).success(),
+        "{}",
+        first.stderr()
+    );
+
+    // The next run keeps minutes open for 5 s only: that minute is final, out of memory.
+    let daemon = Daemon::start(
+        &mongo,
+        &[("MONGOPULSE__ROLLUPS__ALLOWED_LATENESS_SECS", "5")],
+    )
+    .await;
+    let old_minute = old.timestamp_millis().div_euclid(60_000) * 60_000;
+    let deadline = Instant::now() + support::PATIENCE;
+    while !mongo_has_final_minute(&mongo, old_minute).await {
+        assert!(
+            Instant::now() < deadline,
+            "the old minute never became final: {}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // `events` tells that these were stored.
+    let (status, body) = daemon.post_json(&batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["accepted"], &body["duplicates"]),
+        (&json!(50), &json!(50)),
+        "{body}"
+    );
+    // A new event in that minute is late, as before.
+    let (status, body) = daemon.post_json(&events_with_ids("new", 0..1, old)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("too late"),
+        "{body}"
+    );
+    assert_eq!(count(&mongo, "events").await, 50);
+    assert_eq!(total_counted(&mongo).await, 50);
+}
+
+/// Whether the rollup checkpoint says `minute` is final.
+async fn mongo_has_final_minute(mongo: &TestMongo, minute_ms: i64) -> bool {
+    let checkpoints = support::recount::all(mongo, "checkpoints", doc! {}).await;
+    checkpoints.iter().any(|c| {
+        c.get_datetime("minutes")
+            .map(|t| t.timestamp_millis() > minute_ms)
+            .unwrap_or(false)
+    })
+}
+
+#[tokio::test]
+async fn a_retry_after_a_503_whose_insert_completed_stores_nothing_twice() {
+    let mongo = TestMongo::start().await;
+    let Some(pid) = mongo.server_pid() else {
+        eprintln!("skipped: pausing MongoDB needs a local test server (MONGODB_URI is set)");
+        return;
+    };
+    let daemon = Daemon::start(
+        &mongo,
+        &[("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    let batch = Value::Array((0..40).map(|i| seed_event(i, Utc::now())).collect());
+    let headers = [
+        ("content-type", "application/json"),
+        ("idempotency-key", "retry-me"),
+    ];
+
+    // MongoDB pauses mid-insert: the client gets a 503 though the insert will complete.
+    signal(pid, "STOP");
+    let (status, body, _) = daemon.post(batch.to_string(), &headers).await;
+    assert_eq!(status, 503, "{body}");
+    signal(pid, "CONT");
+
+    // The client retries as told, with the same key, until it is answered 200.
+    let deadline = Instant::now() + support::PATIENCE;
+    loop {
+        let (status, body, _) = daemon.post(batch.to_string(), &headers).await;
+        if status == 200 {
+            // The paused insert completed: the retry stored nothing, it found them.
+            assert_eq!(
+                (&body["accepted"], &body["duplicates"]),
+                (&json!(40), &json!(40)),
+                "{body}"
+            );
+            break;
+        }
+        assert!([503, 409].contains(&status), "{status}: {body}");
+        assert!(Instant::now() < deadline, "never answered 200: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stored_seqs(&mongo).await.len(), 40);
+    assert_eq!(count(&mongo, "events").await, 40, "stored once");
+    assert_eq!(total_counted(&mongo).await, 40, "counted once");
+}

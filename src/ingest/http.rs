@@ -2,9 +2,12 @@
 //!
 //! In: HTTP requests. Out: JSON answers; a 2xx only for events MongoDB has
 //! acknowledged. Statuses: 200 (all or some accepted; the rest listed), 422 (none
-//! valid), 400/413/415 (the body as a whole), 401, 429 (rate limit, or every
+//! valid), 400/413/415 (the body as a whole), 401, 409 (every event is a copy of
+//! one an unanswered request is storing), 429 (rate limit, or every
 //! event would open a dimension tuple past `rollups.max_open_tuples`) and 503
-//! (with `Retry-After`).
+//! (with `Retry-After`). Events with an id (their own, or derived from the
+//! request's `Idempotency-Key`) that is stored already count as accepted and are
+//! not stored again (`duplicates` in the answer).
 //! The daemon's other routes are in `daemon::http`.
 
 use std::sync::{Arc, OnceLock};
@@ -24,6 +27,7 @@ use super::dead_letters::DeadLetters;
 use super::decode::{self, BodyError, Format};
 use super::metrics::{IngestMetrics, StatusLabel};
 use super::record::{NotRecorded, Recorder, Refusal};
+use super::validate::check_event_id;
 use super::writer::Writer;
 use super::{parse_body, Rejection, Validator};
 use crate::store::readiness::Readiness;
@@ -139,6 +143,24 @@ async fn accept(state: &EventsState, headers: &HeaderMap, body: Body) -> Respons
         Ok(raw) => raw,
         Err(e) => return error(body_status(&e), e.to_string()),
     };
+    let idempotency_key = match header_text(header::HeaderName::from_static(IDEMPOTENCY_KEY)) {
+        None if headers.contains_key(IDEMPOTENCY_KEY) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the Idempotency-Key header must be printable text",
+            )
+        }
+        None => None,
+        Some(k) => match check_event_id(k) {
+            Ok(()) => Some(k),
+            Err(why) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad Idempotency-Key header: {why}; send a unique key per batch (a UUID, say) and the same key when retrying it"),
+                )
+            }
+        },
+    };
     let now = Utc::now();
     let parsed = match parse_body(&state.validator, &raw, format, now) {
         Ok(p) => p,
@@ -164,9 +186,13 @@ async fn accept(state: &EventsState, headers: &HeaderMap, body: Body) -> Respons
         );
     };
     let mut rejected = parsed.rejected;
+    let mut events = parsed.events;
+    if let Some(key) = idempotency_key {
+        give_ids(&mut events, key);
+    }
     let recorded = match recorder
         .clone()
-        .record(parsed.events, &state.writer, &state.writer_id)
+        .record(events, &state.writer, &state.writer_id)
         .await
     {
         Ok(r) => r,
@@ -174,13 +200,22 @@ async fn accept(state: &EventsState, headers: &HeaderMap, body: Body) -> Respons
             e @ (NotRecorded::Write(_) | NotRecorded::ShuttingDown | NotRecorded::Unanswered(_)),
         ) => return retry_later(state.retry_after_secs, e.to_string()),
     };
+    let mut waiting = Vec::new();
     for (index, refusal) in recorded.refused {
-        rejected.push((refusal_rejection(index, refusal), &[][..]));
+        let r = refusal_rejection(index, refusal);
+        // Not a bad event: a copy of one being stored; it is not dead-lettered.
+        if r.kind == IN_FLIGHT {
+            waiting.push(r);
+        } else {
+            rejected.push((r, &[][..]));
+        }
     }
     let stored = recorded.stored;
+    let duplicates = recorded.duplicates.len();
 
-    let accepted = stored.len();
-    state.metrics.accepted.inc_by(accepted as u64);
+    state.metrics.accepted.inc_by(stored.len() as u64);
+    // A duplicate counts as accepted: the client's event is stored, once.
+    let accepted = stored.len() + duplicates;
     for (_, e) in &stored {
         state
             .metrics
@@ -191,9 +226,17 @@ async fn accept(state: &EventsState, headers: &HeaderMap, body: Body) -> Respons
         state.metrics.reject(r.kind);
     }
     record_dead_letters(state, &rejected, key.as_deref(), now).await;
+    let only_waiting = rejected.is_empty() && !waiting.is_empty();
+    for r in waiting {
+        state.metrics.reject(r.kind);
+        rejected.push((r, &[][..]));
+    }
+    rejected.sort_by_key(|(r, _)| r.index);
 
     let over_tuple_bound = rejected.iter().any(|(r, _)| r.kind == TOO_MANY_TUPLES);
-    let status = if accepted == 0 && over_tuple_bound {
+    let status = if accepted == 0 && only_waiting {
+        StatusCode::CONFLICT
+    } else if accepted == 0 && over_tuple_bound {
         // Not the event's fault alone: the daemon is full; later it may fit.
         StatusCode::TOO_MANY_REQUESTS
     } else if accepted == 0 && !rejected.is_empty() {
@@ -204,14 +247,22 @@ async fn accept(state: &EventsState, headers: &HeaderMap, body: Body) -> Respons
     let rejected: Vec<&Rejection> = rejected.iter().map(|(r, _)| r).collect();
     let mut body = json!({
         "accepted": accepted,
+        "duplicates": duplicates,
         "rejectedCount": rejected.len(),
         "rejected": rejected,
     });
     if status == StatusCode::TOO_MANY_REQUESTS {
         body["error"] = json!("no event of this request was stored: they would open new dimension tuples past rollups.max_open_tuples; see `rejected`");
     }
+    if status == StatusCode::CONFLICT {
+        body["error"] = json!("events with these ids are being stored by an earlier request that has not been answered yet; retry in 1 s");
+    }
     let mut response = (status, Json(body)).into_response();
-    if over_tuple_bound {
+    if status == StatusCode::CONFLICT {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+    } else if over_tuple_bound {
         response.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(TUPLE_RETRY_AFTER_SECS),
@@ -303,6 +354,28 @@ fn refusal_rejection(index: usize, refusal: Refusal) -> Rejection {
             reason: why,
             kind: "refused_by_mongodb",
         },
+        Refusal::InFlight => Rejection {
+            index,
+            path: "id".into(),
+            reason: "an event with this id is being stored by an earlier request that has not been answered yet; it was not stored again. Retry in 1 s: it is then either stored or a duplicate".into(),
+            kind: IN_FLIGHT,
+        },
+    }
+}
+
+/// The rejection kind of [`Refusal::InFlight`]: not a bad event, so never dead-lettered.
+const IN_FLIGHT: &str = "in_flight";
+
+/// The header of a request that may be retried: its events without an id of
+/// their own get `<key>#<index in the request>`, so a retry of the same body with
+/// the same key stores nothing twice.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn give_ids(events: &mut [(usize, crate::event::Event<'_>)], key: &str) {
+    for (index, event) in events {
+        if event.id.is_none() {
+            event.id = Some(format!("{key}#{index}").into());
+        }
     }
 }
 

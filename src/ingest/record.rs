@@ -38,6 +38,9 @@ pub struct Recorded<'a> {
     pub stored: Vec<(usize, Event<'a>)>,
     /// Not stored, with their index in the request.
     pub refused: Vec<(usize, Refusal)>,
+    /// Not stored again: an event with the same id is stored already (by this
+    /// request's earlier attempt, or by whoever stored it first). Their index.
+    pub duplicates: Vec<usize>,
 }
 
 /// Why one event was not stored.
@@ -53,6 +56,8 @@ pub enum Refusal {
     TooManyTuples { limit: usize },
     /// MongoDB refused this document (the rest of the batch was stored).
     ByMongodb(String),
+    /// An event with the same id is being stored right now; retry once it is answered.
+    InFlight,
 }
 
 /// The request's events were not (or not yet) stored; the client should retry.

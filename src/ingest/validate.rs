@@ -59,6 +59,8 @@ pub struct Rejection {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireEvent<'a> {
+    #[serde(default, borrow)]
+    id: Option<CowStr<'a>>,
     #[serde(borrow)]
     timestamp: Option<Json<'a>>,
     #[serde(borrow)]
@@ -161,6 +163,9 @@ impl Validator {
         };
         let limits = &self.limits;
 
+        if let Some(id) = &wire.id {
+            check_event_id(&id.0).map_err(|r| reject("id", "invalid_field", r))?;
+        }
         let timestamp = match wire.timestamp {
             None => {
                 return Err(reject(
@@ -315,6 +320,7 @@ impl Validator {
         }
 
         Ok(Event {
+            id: wire.id.map(|s| s.0),
             timestamp,
             event_type,
             source: metadata.source.map(|s| s.0),
@@ -325,6 +331,24 @@ impl Validator {
             geo: wire.geo,
         })
     }
+}
+
+/// Longest event id (or `Idempotency-Key`) accepted, in bytes.
+pub const MAX_EVENT_ID_BYTES: usize = 200;
+
+/// An event id (or an `Idempotency-Key`): 1 to 200 bytes, no control characters,
+/// so it reads the same in `events`, `dead_letters` and logs.
+pub fn check_event_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_EVENT_ID_BYTES {
+        return Err(format!(
+            "an event id must be 1 to {MAX_EVENT_ID_BYTES} bytes, got {}",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("an event id must not hold control characters".into());
+    }
+    Ok(())
 }
 
 fn json_path(path: &serde_path_to_error::Path) -> String {
@@ -509,6 +533,20 @@ mod tests {
 
     fn rejection(body: &str) -> Rejection {
         validator().event(3, body.as_bytes(), now()).unwrap_err()
+    }
+
+    #[test]
+    fn an_event_id_is_kept_and_a_bad_one_refused_at_id() {
+        let with_id = SEED.replacen('{', r#"{"id": "order-17","#, 1);
+        let e = validator().event(0, with_id.as_bytes(), now()).unwrap();
+        assert_eq!(e.id.as_deref(), Some("order-17"));
+        assert_eq!(e.to_document("w").get_str("eventId").unwrap(), "order-17");
+        for bad in ["", r"a\u0007b", &"x".repeat(201)] {
+            let body = SEED.replacen('{', &format!(r#"{{"id": "{bad}","#), 1);
+            let r = rejection(&body);
+            assert_eq!((r.path.as_str(), r.kind), ("id", "invalid_field"), "{bad}");
+        }
+        assert!(check_event_id(&"x".repeat(200)).is_ok());
     }
 
     #[test]

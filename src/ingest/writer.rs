@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::metrics::IngestMetrics;
+use crate::event::EVENT_ID_FIELD;
 use crate::store::Redactor;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,6 +174,39 @@ impl Writer {
         match self.enqueue(docs).await?.await {
             Ok(reply) => reply.result,
             Err(_) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Which of these event ids (each with its event's time) `events` holds already,
+    /// whoever stored them. Matching the exact time lets a time-series collection read
+    /// only the buckets of those times; bounded by `write_timeout_ms`.
+    pub async fn stored_ids(&self, wanted: &[(&str, i64)]) -> Result<HashSet<String>, String> {
+        if wanted.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let ids: Vec<&str> = wanted.iter().map(|(id, _)| *id).collect();
+        let times: Vec<bson::DateTime> = wanted
+            .iter()
+            .map(|(_, ms)| bson::DateTime::from_millis(*ms))
+            .collect();
+        let filter = doc! { EVENT_ID_FIELD: { "$in": ids }, "timestamp": { "$in": times } };
+        let lookup = async {
+            let cursor = self
+                .shared
+                .collection
+                .find(filter)
+                .projection(doc! { EVENT_ID_FIELD: 1 })
+                .await?;
+            cursor.try_collect::<Vec<Document>>().await
+        };
+        let wait = Duration::from_millis(self.shared.config.write_timeout_ms);
+        match tokio::time::timeout(wait, lookup).await {
+            Ok(Ok(found)) => Ok(found
+                .iter()
+                .filter_map(|d| d.get_str(EVENT_ID_FIELD).ok().map(str::to_string))
+                .collect()),
+            Ok(Err(e)) => Err(self.shared.redactor.clean(&e.to_string())),
+            Err(_) => Err(format!("no answer within {} ms", wait.as_millis())),
         }
     }
 

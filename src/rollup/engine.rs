@@ -21,7 +21,7 @@ use super::error::RollupError;
 use super::level::Level;
 use super::store::{replace_all, save_checkpoint, Checkpoint};
 use super::tuples::TupleKey;
-use super::windows::{FlushBatch, Refused, Windows};
+use super::windows::{Admission, FlushBatch, Refused, Windows};
 use crate::event::Event;
 use crate::store::CollectionNames;
 
@@ -43,6 +43,10 @@ pub struct RollupMetrics {
     pub max_open_tuples: Gauge,
     /// Events refused because they would open a tuple past the bound.
     pub tuple_limit_refused: Counter,
+    /// Events not stored again because their id was stored already.
+    pub duplicates: Counter,
+    /// Event ids the open minutes hold for deduplication.
+    pub ids_held: Gauge,
     /// now − end of the newest final minute, in seconds.
     pub materialization_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -62,6 +66,8 @@ impl RollupMetrics {
             open_tuples: Gauge::default(),
             max_open_tuples: Gauge::default(),
             tuple_limit_refused: Counter::default(),
+            duplicates: Counter::default(),
+            ids_held: Gauge::default(),
             materialization_lag: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("rollup");
@@ -124,6 +130,16 @@ impl RollupMetrics {
             "tuple_limit_refused",
             "Events refused because they would open a dimension tuple past rollups.max_open_tuples",
             m.tuple_limit_refused.clone(),
+        );
+        r.register(
+            "duplicates",
+            "Events not stored or counted again because an event with their id was stored already",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "ids_held",
+            "Event ids held in memory for deduplication (those of the open minutes)",
+            m.ids_held.clone(),
         );
         r.register(
             "materialization_lag_seconds",
@@ -195,6 +211,7 @@ impl Rollups {
         let mut w = self.lock();
         let out: Vec<Option<Refused>> = events.map(|e| w.admit_event(e, reserved).err()).collect();
         let open = w.open_tuples();
+        self.metrics.ids_held.set(w.ids_held() as i64);
         drop(w);
         let late = out
             .iter()
@@ -265,11 +282,11 @@ impl Rollups {
         w.hold_minutes(false);
     }
 
-    /// Gives back admissions by event time (when only the times are left).
-    pub(super) fn release(&self, event_times_ms: &[i64]) {
+    /// Gives back admissions (when only their times and ids are left).
+    pub(super) fn release(&self, admissions: &[Admission]) {
         let mut w = self.lock();
-        for t in event_times_ms {
-            w.release(*t);
+        for a in admissions {
+            w.release(a.ms, a.id);
         }
     }
 
@@ -277,7 +294,7 @@ impl Rollups {
     pub(super) fn not_stored<'a>(&self, events: impl IntoIterator<Item = &'a Event<'a>>) {
         let mut w = self.lock();
         for e in events {
-            w.release(e.timestamp.timestamp_millis());
+            w.release(e.timestamp.timestamp_millis(), e.id_key());
         }
     }
 

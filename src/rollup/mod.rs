@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod backfill;
 pub mod engine;
 pub mod error;
+pub mod ids;
 pub mod level;
 pub mod record;
 pub mod recover;

@@ -18,7 +18,7 @@ use futures_util::FutureExt;
 
 use super::engine::Rollups;
 use super::tuples::TupleKey;
-use super::windows::Refused;
+use super::windows::{Admission, Late, Refused};
 use crate::event::Event;
 use crate::ingest::record::{NotRecorded, Recorded, Recorder, Refusal};
 use crate::ingest::writer::{Queued, Reply, Writer};
@@ -40,13 +40,18 @@ async fn record<'a>(
     writer: &'a Writer,
     writer_id: &'a str,
 ) -> Result<Recorded<'a>, NotRecorded> {
+    let mut recorded = Recorded::default();
+    let events = drop_copies_within(events, &mut recorded.duplicates);
     let mut reserved = Vec::new();
     let admissions = rollups.admit(events.iter().map(|(_, e)| e), &mut reserved);
-    let mut recorded = Recorded::default();
     let mut admitted: Vec<(usize, Event<'a>)> = Vec::with_capacity(events.len());
+    let mut late_with_ids = Vec::new();
     for ((index, event), refused) in events.into_iter().zip(admissions) {
         match refused {
             None => admitted.push((index, event)),
+            Some(Refused::Late(late)) if event.id.is_some() => {
+                late_with_ids.push((index, event, late))
+            }
             Some(Refused::Late(late)) => recorded.refused.push((
                 index,
                 Refusal::Late {
@@ -54,11 +59,18 @@ async fn record<'a>(
                     watermark_ms: late.watermark_ms,
                 },
             )),
+            Some(Refused::Duplicate) => recorded.duplicates.push(index),
+            Some(Refused::InFlight) => recorded.refused.push((index, Refusal::InFlight)),
             Some(Refused::TooManyTuples(t)) => recorded
                 .refused
                 .push((index, Refusal::TooManyTuples { limit: t.limit })),
         }
     }
+    sort_out_late(&mut recorded, late_with_ids, writer).await;
+    rollups
+        .metrics
+        .duplicates
+        .inc_by(recorded.duplicates.len() as u64);
     if admitted.is_empty() {
         rollups.unreserve(&reserved);
         return Ok(recorded);
@@ -68,10 +80,7 @@ async fn record<'a>(
     let mut guard = Admitted {
         rollups: rollups.clone(),
         reserved,
-        times: admitted
-            .iter()
-            .map(|(_, e)| e.timestamp.timestamp_millis())
-            .collect(),
+        times: admitted.iter().map(|(_, e)| Admission::of(e)).collect(),
         queued: None,
         settled: false,
     };
@@ -131,12 +140,73 @@ async fn record<'a>(
     Ok(recorded)
 }
 
+/// A batch that holds the same event twice (same id, same minute) stores it once;
+/// the later copies are duplicates.
+fn drop_copies_within<'a>(
+    events: Vec<(usize, Event<'a>)>,
+    duplicates: &mut Vec<usize>,
+) -> Vec<(usize, Event<'a>)> {
+    if events.iter().all(|(_, e)| e.id.is_none()) {
+        return events;
+    }
+    let mut seen = std::collections::HashSet::new();
+    events
+        .into_iter()
+        .filter(|(index, e)| {
+            let Some(key) = e.id_key() else {
+                return true;
+            };
+            let minute = e.timestamp.timestamp_millis().div_euclid(60_000);
+            let first = seen.insert((key, minute));
+            if !first {
+                duplicates.push(*index);
+            }
+            first
+        })
+        .collect()
+}
+
+/// Events refused as late that carry an id may be copies of events stored before their
+/// minute became final (a retry, a broker's redelivery): those `events` holds are
+/// duplicates, the others late. If the lookup fails they stay late, which stores
+/// nothing twice.
+async fn sort_out_late<'a>(
+    recorded: &mut Recorded<'a>,
+    late: Vec<(usize, Event<'a>, Late)>,
+    writer: &Writer,
+) {
+    if late.is_empty() {
+        return;
+    }
+    let wanted: Vec<(&str, i64)> = late
+        .iter()
+        .filter_map(|(_, e, _)| Some((e.id.as_deref()?, e.timestamp.timestamp_millis())))
+        .collect();
+    let stored = writer.stored_ids(&wanted).await.unwrap_or_else(|why| {
+        tracing::warn!("could not tell whether late events with ids were stored before: {why}");
+        Default::default()
+    });
+    for (index, event, l) in late {
+        if event.id.as_deref().is_some_and(|id| stored.contains(id)) {
+            recorded.duplicates.push(index);
+        } else {
+            recorded.refused.push((
+                index,
+                Refusal::Late {
+                    minute_start_ms: l.window_start_ms,
+                    watermark_ms: l.watermark_ms,
+                },
+            ));
+        }
+    }
+}
+
 /// The admissions of one request's events until they are settled.
 struct Admitted {
     rollups: Arc<Rollups>,
     /// Tuples held open for these events; given back after they are counted.
     reserved: Vec<Arc<TupleKey>>,
-    times: Vec<i64>,
+    times: Vec<Admission>,
     queued: Option<Queued>,
     settled: bool,
 }
@@ -169,7 +239,7 @@ impl Drop for Admitted {
 /// tuples reserved for them.
 async fn settle_from_stored(
     rollups: Arc<Rollups>,
-    times: Vec<i64>,
+    times: Vec<Admission>,
     reserved: Vec<Arc<TupleKey>>,
     mut queued: Queued,
 ) {

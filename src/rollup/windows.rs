@@ -18,6 +18,7 @@ use bson::Document;
 use hashbrown::{Equivalent, HashMap as FastMap};
 
 use super::aggregate::{dimension_values, Aggregate};
+use super::ids::{IdLedger, IdState};
 use super::level::{Level, MINUTE_MS};
 use super::sessions::Sessions;
 use super::spec::Spec;
@@ -123,8 +124,28 @@ pub struct Late {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refused {
     Late(Late),
+    /// Its id is stored already, in an open minute: it is not stored or counted again.
+    Duplicate,
+    /// Its id belongs to an event being stored right now; the outcome is not known yet.
+    InFlight,
     /// It would open a new dimension tuple past `rollups.max_open_tuples`.
     TooManyTuples(TooManyTuples),
+}
+
+/// An admission when only its event's time and id key are left (see `record.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub ms: i64,
+    pub id: Option<u128>,
+}
+
+impl Admission {
+    pub fn of(event: &Event) -> Admission {
+        Admission {
+            ms: event.timestamp.timestamp_millis(),
+            id: event.id_key(),
+        }
+    }
 }
 
 /// A document to write, and what to mark once it is written.
@@ -170,6 +191,8 @@ pub struct Windows {
     newest_final_end_ms: Option<i64>,
     /// Distinct (spec, dimension tuple) held by any window or admission.
     tuples: OpenTuples,
+    /// Ids of the events in open minutes (see `ids.rs`).
+    ids: IdLedger,
     pub stats: WindowStats,
     pub sessions: Option<Sessions>,
 }
@@ -196,6 +219,7 @@ impl Windows {
             version: 0,
             newest_final_end_ms: None,
             tuples: OpenTuples::new(usize::MAX),
+            ids: IdLedger::default(),
             stats: WindowStats::default(),
             sessions: None,
         }
@@ -251,6 +275,11 @@ impl Windows {
             .sum()
     }
 
+    /// Event ids held for deduplication, for `/metrics`.
+    pub fn ids_held(&self) -> usize {
+        self.ids.len()
+    }
+
     /// Reserves room for an event about to be stored, or says it is late.
     pub fn admit(&mut self, event_ms: i64) -> Result<(), Late> {
         let start = Level::Minute.bucket_start(event_ms);
@@ -277,6 +306,15 @@ impl Windows {
         reserved: &mut Vec<Arc<TupleKey>>,
     ) -> Result<(), Refused> {
         let ms = event.timestamp.timestamp_millis();
+        let minute = Level::Minute.bucket_start(ms);
+        let id = event.id_key();
+        if let Some(key) = id {
+            match self.ids.get(minute, key) {
+                Some(IdState::Stored) => return Err(Refused::Duplicate),
+                Some(IdState::InFlight) => return Err(Refused::InFlight),
+                None => {}
+            }
+        }
         self.admit(ms).map_err(Refused::Late)?;
         let first = reserved.len();
         for (i, spec) in self.specs.iter().enumerate() {
@@ -292,10 +330,13 @@ impl Windows {
                     for key in reserved.drain(first..) {
                         self.tuples.unreserve(&key);
                     }
-                    self.release(ms);
+                    self.release(ms, None);
                     return Err(Refused::TooManyTuples(e));
                 }
             }
+        }
+        if let Some(key) = id {
+            self.ids.set(minute, key, IdState::InFlight);
         }
         Ok(())
     }
@@ -307,9 +348,12 @@ impl Windows {
         }
     }
 
-    /// Gives back an admission whose event was not stored.
-    pub fn release(&mut self, event_ms: i64) {
+    /// Gives back an admission whose event was not stored (with its id key, if any).
+    pub fn release(&mut self, event_ms: i64, id: Option<u128>) {
         let start = Level::Minute.bucket_start(event_ms);
+        if let Some(key) = id {
+            self.ids.release(start, key);
+        }
         if let Some(n) = self.pending.get_mut(&start) {
             *n -= 1;
             if *n == 0 {
@@ -321,7 +365,7 @@ impl Windows {
     /// Adds an admitted event once it is stored.
     pub fn record(&mut self, event: &Event) {
         let ms = event.timestamp.timestamp_millis();
-        self.release(ms);
+        self.release(ms, None);
         self.apply(event);
     }
 
@@ -330,6 +374,9 @@ impl Windows {
         let ms = event.timestamp.timestamp_millis();
         self.max_event_ms = self.max_event_ms.max(ms);
         let start = Level::Minute.bucket_start(ms);
+        if let Some(key) = event.id_key() {
+            self.ids.set(start, key, IdState::Stored);
+        }
         self.version += 1;
         let version = self.version;
         for (i, spec) in self.specs.iter().enumerate() {
@@ -420,6 +467,11 @@ impl Windows {
         let by_clock = now_ms - self.lateness_ms - self.idle_ms;
         self.watermark_ms = self.watermark_ms.max(by_events).max(by_clock);
         let w = self.watermark_ms;
+        // An id is forgotten with its minute: a copy arriving later is refused as
+        // late, and `rollup::record` looks its id up in `events`.
+        let (held, pending) = (self.held, &self.pending);
+        self.ids
+            .retain_minutes(|m| held || m + MINUTE_MS > w || pending.contains_key(&m));
 
         for level in Level::ALL {
             let closing: Vec<WindowKey> = self.levels[level.index()]
@@ -702,8 +754,8 @@ mod tests {
         w.advance(T0 + 120_000);
         // The first minute is past the watermark but not final while its event is in flight.
         assert!(w.admit(T0 + 2_000).is_ok());
-        w.release(T0 + 2_000);
-        w.release(T0 + 1_000);
+        w.release(T0 + 2_000, None);
+        w.release(T0 + 1_000, None);
         w.advance(T0 + 120_000);
         assert!(w.admit(T0 + 2_000).is_err());
     }
