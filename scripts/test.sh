@@ -4,6 +4,7 @@
 # plots in a virtual env, the frontend's
 # npm packages in pkg/node_modules, Debian's chromium for the browser test),
 # runs the frontend tests, packages the plugin into dist/ (scripts/package.sh),
+# starts the brokers the source tests use if they are not answering (scripts/brokers.sh),
 # then runs the whole Rust suite (which also tests dist/) on the MongoDB stand-in,
 # and every test binary that uses MongoDB (tests/support/mongo.rs's TestMongo) once
 # more on SecantusDB. Set MONGODB_URI to run the MongoDB tests once, against that
@@ -42,6 +43,9 @@ echo "==> frontend: component tests (vitest)"
 (cd pkg && npx vitest run)
 echo "==> frontend: browser test (headless chromium)"
 (cd pkg && node browser/screenshots.mjs)
+
+echo "==> brokers for tests/sources.rs (scripts/brokers.sh)"
+scripts/brokers.sh
 
 echo "==> scripts/package.sh: dist/ for tests/dist_plugin.rs"
 scripts/package.sh

@@ -15,4 +15,5 @@ pub mod live;
 pub mod plugin;
 pub mod query;
 pub mod rollup;
+pub mod sources;
 pub mod store;

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// Earliest first; the same list as docs/architecture.md's table.
 const STAGES: &[&str] = &[
-    "store", "event", "ingest", "rollup", "query", "live", "alerting", "plugin", "daemon",
+    "store", "event", "ingest", "sources", "rollup", "query", "live", "alerting", "plugin",
+    "daemon",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

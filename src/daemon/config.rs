@@ -61,6 +61,8 @@ pub struct IngestConfig {
     pub dead_letter_max_raw_bytes: usize,
     /// `Retry-After` sent with 503 answers, in seconds.
     pub retry_after_secs: u64,
+    /// Broker sources (`[[ingest.sources]]`), none by default.
+    pub sources: Vec<crate::sources::SourceConfig>,
 }
 
 impl Default for IngestConfig {
@@ -70,6 +72,7 @@ impl Default for IngestConfig {
             writer: WriterConfig::default(),
             dead_letter_max_raw_bytes: 4096,
             retry_after_secs: 1,
+            sources: Vec::new(),
         }
     }
 }
@@ -276,6 +279,16 @@ impl Config {
         self.rollups
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut names = std::collections::HashSet::new();
+        for source in &self.ingest.sources {
+            source.validate().map_err(ConfigError::Invalid)?;
+            if !names.insert(source.name()) {
+                return Err(ConfigError::Invalid(format!(
+                    "ingest.sources: two sources are named '{}'; give each its own name",
+                    source.name()
+                )));
+            }
+        }
         for n in &self.alerting.notifiers {
             n.validate()
                 .map_err(|e| ConfigError::Invalid(format!("alerting.notifiers: {e}")))?;
@@ -287,6 +300,7 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.mongodb.uri = Redactor::redact_uri(&self.mongodb.uri);
+        shown.ingest.sources = self.ingest.sources.iter().map(|s| s.redacted()).collect();
         shown.alerting.notifiers = self
             .alerting
             .notifiers
@@ -420,5 +434,54 @@ mod tests {
         let text = c.to_redacted_toml();
         assert!(!text.contains("topsecret"), "{text}");
         assert!(text.contains("u:****@h"), "{text}");
+    }
+
+    #[test]
+    fn broker_sources_parse_are_checked_and_print_without_secrets() {
+        let c = Config::from_toml_str(
+            r#"
+            [[ingest.sources]]
+            kind = "nats"
+            name = "clicks"
+            stream = "EVENTS"
+            user = "pulse"
+            password = "NATS-PW-91"
+
+            [[ingest.sources]]
+            kind = "amqp"
+            name = "orders"
+            url = "amqp://pulse:AMQP-PW-42@rabbit:5672/%2f"
+            queue = "events"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.ingest.sources.len(), 2);
+        let text = c.to_redacted_toml();
+        assert!(
+            !text.contains("NATS-PW-91") && !text.contains("AMQP-PW-42"),
+            "{text}"
+        );
+
+        for (bad, says) in [
+            ("kind = \"kafka\"\nname = \"k\"", "kafka"),
+            (
+                "kind = \"nats\"\nname = \"a b\"\nstream = \"S\"",
+                "name 'a b'",
+            ),
+            (
+                "kind = \"nats\"\nname = \"n\"\nstream = \"S\"\nstrem = 1",
+                "strem",
+            ),
+            (
+                "kind = \"amqp\"\nname = \"q\"\nqueue = \"\"",
+                "queue must name",
+            ),
+        ] {
+            let e = Config::from_toml_str(&format!("[[ingest.sources]]\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        let twice = "[[ingest.sources]]\nkind = \"nats\"\nname = \"n\"\nstream = \"S\"\n";
+        let e = Config::from_toml_str(&format!("{twice}{twice}")).unwrap_err();
+        assert!(e.to_string().contains("two sources are named 'n'"), "{e}");
     }
 }

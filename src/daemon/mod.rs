@@ -151,6 +151,17 @@ pub async fn run(
         writer_id: config.writer_id.clone(),
         recorder,
     });
+    let source_metrics = crate::sources::SourceMetrics::register(&mut registry);
+    let (stop_sources, sources_stop) = tokio::sync::watch::channel(false);
+    let source_tasks = crate::sources::start(
+        &config.ingest.sources,
+        Arc::new(crate::sources::Intake {
+            events: events.clone(),
+            metrics: source_metrics,
+            waiting: Default::default(),
+        }),
+        sources_stop,
+    );
     let daemon = Arc::new(http::DaemonState {
         auth,
         readiness,
@@ -177,6 +188,14 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await;
     tracing::info!("stopped accepting requests; flushing accepted events");
+    // Sources hold the writer too: they stop taking messages and give back to their
+    // broker those not stored, before the writer's last handle goes.
+    let _ = stop_sources.send(true);
+    for task in source_tasks {
+        if let Err(e) = task.await {
+            tracing::error!("a broker source failed ({e}): its unacknowledged messages are redelivered at the next start");
+        }
+    }
     if let Some(t) = stats_task {
         t.abort();
     }

@@ -321,7 +321,7 @@ async fn record_dead_letters(
 }
 
 /// A refusal as the client reads it: what was wrong and what to do.
-fn refusal_rejection(index: usize, refusal: Refusal) -> Rejection {
+pub(crate) fn refusal_rejection(index: usize, refusal: Refusal) -> Rejection {
     match refusal {
         // Events whose minute is already final would never be counted: they are
         // refused before storing, so `events` and the rollups hold the same events.

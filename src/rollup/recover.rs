@@ -27,7 +27,7 @@ use super::error::{RollupConfigError, RollupError};
 use super::level::Level;
 use super::sessions::Sessions;
 use super::spec::Spec;
-use super::store::{load_checkpoint, Checkpoint};
+use super::store::{load_checkpoint, save_checkpoint, Checkpoint};
 use super::windows::Windows;
 use super::RollupConfig;
 use crate::event::Event;
@@ -64,8 +64,19 @@ pub async fn recover(
     let gap = (config.sessions.gap_secs * 1000.0) as i64;
 
     let Some(cp) = checkpoint else {
-        let mut windows = Windows::new(specs, writer, lateness, idle, i64::MIN);
+        // The clock moves the watermark to now − lateness − idle at the first flush
+        // anyway; starting there, and checkpointing it before any event is accepted,
+        // lets a run killed before its first flush be recovered like any other.
+        let now = chrono::Utc::now().timestamp_millis();
+        let start = Level::Minute.bucket_start(now - lateness - idle);
+        let mut windows = Windows::new(specs, writer, lateness, idle, start);
         windows.sessions = session_spec.map(|i| Sessions::new(i, gap, i64::MIN));
+        let first = Checkpoint {
+            minutes_ms: start,
+            sessions_ms: None,
+            watermark_ms: start,
+        };
+        save_checkpoint(db, names, writer, first, now).await?;
         tracing::info!("no rollup checkpoint for writer '{writer}': starting fresh (run `mongopulsed backfill` for events stored earlier)");
         return Ok(Recovered {
             windows,

@@ -1,5 +1,7 @@
-//! Whether the daemon can store events: MongoDB reachable and collections ready.
+//! Whether the daemon can store events: MongoDB reachable, collections ready,
+//! and every broker source consuming.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,6 +17,8 @@ pub struct Readiness {
     redactor: Redactor,
     schema_ready: AtomicBool,
     problem: Mutex<Option<String>>,
+    /// Each broker source: `None` while consuming, else why not.
+    sources: Mutex<BTreeMap<String, Option<String>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -22,6 +26,10 @@ pub struct ReadyReport {
     pub ready: bool,
     pub mongodb: String,
     pub collections: String,
+    /// Each broker source (`ingest.sources`): "ok", or why it is down. A source that
+    /// is down makes the daemon not ready: it is not doing all it was configured for.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
 }
 
 impl Readiness {
@@ -31,6 +39,7 @@ impl Readiness {
             redactor,
             schema_ready: AtomicBool::new(false),
             problem: Mutex::new(Some("connecting to MongoDB".into())),
+            sources: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -42,6 +51,14 @@ impl Readiness {
     pub fn set_problem(&self, problem: String) {
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(self.redactor.clean(&problem));
+    }
+
+    /// Records whether a broker source is consuming (`None`) or why not.
+    pub fn set_source(&self, name: &str, problem: Option<String>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), problem.map(|p| self.redactor.clean(&p)));
     }
 
     /// Ok once the collections exist; otherwise why not.
@@ -73,10 +90,18 @@ impl Readiness {
             Ok(()) => "ready".to_string(),
             Err(why) => why,
         };
+        let sources: BTreeMap<String, String> = self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, problem)| (name.clone(), problem.clone().unwrap_or_else(|| "ok".into())))
+            .collect();
         ReadyReport {
-            ready: mongodb == "ok" && collections == "ready",
+            ready: mongodb == "ok" && collections == "ready" && sources.values().all(|s| s == "ok"),
             mongodb,
             collections,
+            sources,
         }
     }
 }

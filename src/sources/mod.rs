@@ -1,0 +1,223 @@
+//! Broker sources: events consumed from NATS JetStream and AMQP 0-9-1 (RabbitMQ).
+//!
+//! In: the `[[ingest.sources]]` of the configuration, and messages from those
+//! brokers (one event, a JSON array or NDJSON, as an HTTP body). Out: events
+//! stored and counted exactly as `POST /v1/events` stores them (same validator,
+//! same recorder), bad messages in `dead_letters` with their coordinates, and a
+//! broker acknowledgement for each message only once MongoDB has acknowledged
+//! all of it.
+//!
+//! [`intake`] is the one message path every broker shares; [`nats`] and
+//! [`amqp`] only fetch, acknowledge and say where a message came from. Every
+//! event without an id gets `<source>:<coordinate>#<index>`, a coordinate the
+//! broker keeps across redeliveries, so the rollups' id ledger (see
+//! `rollup::ids`) drops the copies a redelivery brings.
+
+pub mod amqp;
+pub mod intake;
+pub mod nats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::store::Redactor;
+pub use intake::Intake;
+
+/// One `[[ingest.sources]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Nats(nats::NatsConfig),
+    Amqp(amqp::AmqpConfig),
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SourceConfig::Nats(c) => &c.name,
+            SourceConfig::Amqp(c) => &c.name,
+        }
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        match self {
+            SourceConfig::Nats(c) => c.max_in_flight,
+            SourceConfig::Amqp(c) => c.prefetch as usize,
+        }
+    }
+
+    /// Checked at start, so a typo stops the daemon instead of a source that never runs.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = self.name();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(format!(
+                "ingest.sources: name '{name}' must be letters, digits, '_', '-' or '.' (it names the source in metrics, readiness, dead letters and event ids)"
+            ));
+        }
+        if !(1..=65_535).contains(&self.max_in_flight()) {
+            return Err(format!(
+                "ingest.sources '{name}': the number of messages in flight (max_in_flight, or prefetch for AMQP) must be between 1 and 65535"
+            ));
+        }
+        match self {
+            SourceConfig::Nats(c) => c.validate(),
+            SourceConfig::Amqp(c) => c.validate(),
+        }
+        .map_err(|e| format!("ingest.sources '{name}': {e}"))
+    }
+
+    /// The same entry with its secrets masked, for `print-config`.
+    pub fn redacted(&self) -> SourceConfig {
+        match self {
+            SourceConfig::Nats(c) => SourceConfig::Nats(nats::NatsConfig {
+                password: c.password.as_ref().map(|_| "****".into()),
+                token: c.token.as_ref().map(|_| "****".into()),
+                url: Redactor::redact_uri(&c.url),
+                ..c.clone()
+            }),
+            SourceConfig::Amqp(c) => SourceConfig::Amqp(amqp::AmqpConfig {
+                url: Redactor::redact_uri(&c.url),
+                ..c.clone()
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub source: String,
+    /// `stored`, `duplicate` or `dead_letter`.
+    pub outcome: &'static str,
+}
+
+/// What `/metrics` says of each source.
+#[derive(Default)]
+pub struct SourceMetrics {
+    /// Events by outcome.
+    pub events: Family<OutcomeLabel, Counter>,
+    pub messages_acked: Family<SourceLabel, Counter>,
+    /// Messages handed back to the broker's care (not acknowledged) and retried later.
+    pub retries: Family<SourceLabel, Counter>,
+    /// Messages taken from the broker and not yet acknowledged.
+    pub in_flight: Family<SourceLabel, Gauge>,
+    /// 1 while connected and consuming, 0 while down.
+    pub up: Family<SourceLabel, Gauge>,
+    /// Messages the broker holds for this source that it has not acknowledged yet
+    /// (NATS: pending + unacknowledged; AMQP: ready in the queue), read every few seconds.
+    pub backlog: Family<SourceLabel, Gauge>,
+}
+
+impl SourceMetrics {
+    pub fn register(registry: &mut Registry) -> Arc<SourceMetrics> {
+        let m = Arc::new(SourceMetrics::default());
+        let r = registry.sub_registry_with_prefix("source");
+        r.register(
+            "events",
+            "Events taken from broker sources, by outcome (stored, duplicate, dead_letter)",
+            m.events.clone(),
+        );
+        r.register(
+            "messages_acked",
+            "Broker messages acknowledged (every event stored, a duplicate or dead-lettered)",
+            m.messages_acked.clone(),
+        );
+        r.register(
+            "retries",
+            "Times a message could not be stored yet (MongoDB slow or down) and was retried unacknowledged",
+            m.retries.clone(),
+        );
+        r.register(
+            "in_flight",
+            "Messages taken from the broker and not yet acknowledged",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "up",
+            "1 while the source is connected and consuming, 0 while it is down",
+            m.up.clone(),
+        );
+        r.register(
+            "backlog",
+            "Messages the broker still holds for this source (NATS: pending and unacknowledged; AMQP: ready in the queue)",
+            m.backlog.clone(),
+        );
+        m
+    }
+
+    pub fn label(source: &str) -> SourceLabel {
+        SourceLabel {
+            source: source.to_string(),
+        }
+    }
+}
+
+/// Starts one task per source; each runs until `stop` turns true, then finishes
+/// (or hands back to the broker) the messages it holds and ends.
+pub fn start(
+    configs: &[SourceConfig],
+    intake: Arc<Intake>,
+    stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    configs
+        .iter()
+        .map(|c| {
+            intake
+                .events
+                .readiness
+                .set_source(c.name(), Some("connecting".into()));
+            let intake = intake.clone();
+            let stop = stop.clone();
+            match c.clone() {
+                SourceConfig::Nats(c) => tokio::spawn(nats::run(c, intake, stop)),
+                SourceConfig::Amqp(c) => tokio::spawn(amqp::run(c, intake, stop)),
+            }
+        })
+        .collect()
+}
+
+/// Returns once `stop` turns true. The borrow `wait_for` returns must not live
+/// across another await of a spawned task (it is not `Send`), so it ends here.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Waits between reconnections: doubling from 250 ms to 10 s.
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    pub fn new() -> Self {
+        Backoff(Duration::from_millis(250))
+    }
+
+    pub fn reset(&mut self) {
+        self.0 = Duration::from_millis(250);
+    }
+
+    /// The next wait, or `None` if `stop` turned true meanwhile.
+    pub async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> Option<()> {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Some(()),
+            _ = stopped(stop) => None,
+        }
+    }
+}

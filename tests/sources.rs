@@ -1,0 +1,632 @@
+//! Broker sources, black-box: the real daemon consuming from the real brokers on
+//! loopback (NATS JetStream on 4222, RabbitMQ on 5672; `.ci/run` starts them),
+//! storing into the MongoDB stand-in (or the server in MONGODB_URI).
+//!
+//! What a test checks is what the broker says (its own consumer and queue
+//! counts, read with its own client) and what `events` and the rollups hold.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use bson::doc;
+use chrono::Utc;
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use serde_json::{json, Value};
+use support::daemon::{seed_event, signal, Daemon};
+use support::mongo::TestMongo;
+
+fn nats_url() -> String {
+    std::env::var("MONGOPULSE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("MONGOPULSE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A name no other test (or earlier run) uses: streams and queues outlive a run.
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default() % 1_000_000_000
+    )
+}
+
+/// Starts the daemon with `sources` (TOML of `[[ingest.sources]]` entries) in a config file.
+async fn daemon_with(mongo: &TestMongo, sources: &str, env: &[(&str, &str)]) -> Daemon {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}.toml", unique("sources")));
+    std::fs::write(&path, sources).expect("write the daemon's config file");
+    let path = path.display().to_string();
+    let mut all = vec![("MONGOPULSE_CONFIG", path.as_str())];
+    all.extend_from_slice(env);
+    Daemon::start(mongo, &all).await
+}
+
+/// The messages of a test: `seq`s spread over single events, arrays and NDJSON.
+fn bodies(seqs: std::ops::Range<usize>, at: chrono::DateTime<Utc>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut seq = seqs.start;
+    let mut shape = 0;
+    while seq < seqs.end {
+        let n = [1, 3, 2][shape % 3].min(seqs.end - seq);
+        let events: Vec<Value> = (seq..seq + n).map(|s| seed_event(s, at)).collect();
+        out.push(match shape % 3 {
+            0 => events[0].to_string().into_bytes(),
+            1 => Value::Array(events).to_string().into_bytes(),
+            _ => events
+                .iter()
+                .map(|e| format!("{e}\n"))
+                .collect::<String>()
+                .into_bytes(),
+        });
+        seq += n;
+        shape += 1;
+    }
+    out
+}
+
+/// The `attributes.seq` of each event in a message body.
+fn seqs_in(body: &[u8]) -> Vec<i64> {
+    let text = String::from_utf8_lossy(body);
+    text.split("\"seq\":")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// How many times each `attributes.seq` is in `events`.
+async fn stored(mongo: &TestMongo) -> BTreeMap<i64, usize> {
+    support::recount::recount_and_seqs(mongo).await.1
+}
+
+async fn wait_stored(mongo: &TestMongo, n: usize, daemon: &Daemon) {
+    let deadline = Instant::now() + support::PATIENCE;
+    loop {
+        let seen = stored(mongo).await.len();
+        if seen >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {n} events stored: {}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every seq of `expected` stored exactly once, and the rollups equal a recount.
+async fn assert_exactly_once(mongo: &TestMongo, expected: std::ops::Range<usize>) {
+    let seqs = stored(mongo).await;
+    let twice: Vec<_> = seqs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let want: Vec<i64> = expected.map(|s| s as i64).collect();
+    let have: Vec<i64> = seqs.keys().copied().collect();
+    assert_eq!(have, want, "the events stored are not the events published");
+    let counted: i64 = support::recount::wait_until_rollups_match(mongo)
+        .await
+        .values()
+        .sum();
+    assert_eq!(counted, want.len() as i64, "counted once each");
+}
+
+/// Kills the daemon with SIGKILL once it stored `at_least` events while it holds
+/// messages it has not acknowledged, the publisher still going.
+async fn kill_mid_stream(daemon: &mut Daemon, mongo: &TestMongo, source: &str, at_least: usize) {
+    let in_flight = format!("mongopulse_source_in_flight{{source=\"{source}\"}}");
+    let deadline = Instant::now() + support::PATIENCE;
+    loop {
+        if stored(mongo).await.len() >= at_least
+            && metric(&daemon.metrics().await, &in_flight) > 0.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never mid-stream: {}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.signal("KILL");
+    daemon.wait(support::PATIENCE);
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+// ---------------------------------------------------------------- NATS JetStream
+
+struct Nats {
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+}
+
+impl Nats {
+    async fn new() -> Nats {
+        let client = async_nats::connect(nats_url()).await.unwrap_or_else(|e| {
+            panic!(
+                "NATS is not answering at {} ({e}); .ci/run starts it",
+                nats_url()
+            )
+        });
+        let js = jetstream::new(client);
+        let stream = unique("PULSE");
+        let subject = format!("{}.events", stream.to_lowercase());
+        js.create_stream(stream::Config {
+            name: stream.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("create the test's stream");
+        Nats {
+            js,
+            stream,
+            subject,
+        }
+    }
+
+    async fn publish(&self, bodies: &[Vec<u8>]) {
+        let mut acks = Vec::new();
+        for b in bodies {
+            acks.push(
+                self.js
+                    .publish(self.subject.clone(), b.clone().into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for a in acks {
+            a.await.expect("the stream stored the message");
+        }
+    }
+
+    fn source(&self, extra: &str) -> String {
+        format!(
+            "[[ingest.sources]]\nkind = \"nats\"\nname = \"clicks\"\nurl = \"{}\"\nstream = \"{}\"\nack_wait_secs = 2\n{extra}\n",
+            nats_url(),
+            self.stream
+        )
+    }
+
+    /// (messages not yet delivered, delivered and not acknowledged, last acked stream seq).
+    async fn consumer_state(&self) -> (u64, usize, u64) {
+        let stream = self.js.get_stream(&self.stream).await.expect("stream");
+        let mut c: consumer::PullConsumer =
+            stream.get_consumer("mongopulse").await.expect("consumer");
+        let info = c.info().await.expect("consumer info");
+        (
+            info.num_pending,
+            info.num_ack_pending,
+            info.ack_floor.stream_sequence,
+        )
+    }
+
+    async fn wait_all_acked(&self) {
+        let deadline = Instant::now() + support::PATIENCE;
+        loop {
+            let (pending, unacked, _) = self.consumer_state().await;
+            if pending == 0 && unacked == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never all acknowledged: {pending} pending, {unacked} unacked"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn delete(self) {
+        let _ = self.js.delete_stream(&self.stream).await;
+    }
+}
+
+#[tokio::test]
+async fn nats_events_are_stored_and_counted_and_bad_messages_dead_lettered_with_coordinates() {
+    let mongo = TestMongo::start().await;
+    let nats = Nats::new().await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let mut messages = bodies(0..300, at);
+    // Two poison messages in the middle: not JSON, and an event without a timestamp.
+    messages.insert(10, b"this is not json".to_vec());
+    let mut no_time = seed_event(9_999, at);
+    no_time.as_object_mut().unwrap().remove("timestamp");
+    messages.insert(20, no_time.to_string().into_bytes());
+    nats.publish(&messages).await;
+
+    let daemon = daemon_with(&mongo, &nats.source(""), &[]).await;
+    wait_stored(&mongo, 300, &daemon).await;
+    nats.wait_all_acked().await;
+    assert_exactly_once(&mongo, 0..300).await;
+
+    let letters = support::recount::all(&mongo, "dead_letters", doc! {}).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let by_seq: BTreeMap<i64, &bson::Document> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.get_document("origin")
+                    .unwrap()
+                    .get_i64("sequence")
+                    .unwrap(),
+                l,
+            )
+        })
+        .collect();
+    // Stream sequences count from 1: the 11th and 21st messages.
+    let bad_json = by_seq[&11];
+    assert_eq!(bad_json.get_str("raw").unwrap(), "this is not json");
+    let origin = bad_json.get_document("origin").unwrap();
+    assert_eq!(origin.get_str("source").unwrap(), "clicks");
+    assert_eq!(origin.get_str("stream").unwrap(), nats.stream);
+    assert_eq!(origin.get_str("subject").unwrap(), nats.subject);
+    assert_eq!(by_seq[&21].get_str("path").unwrap(), "timestamp");
+
+    let m = daemon.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "mongopulse_source_events_total{source=\"clicks\",outcome=\"stored\"}"
+        ),
+        300.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "mongopulse_source_messages_acked_total{source=\"clicks\"}"
+        ),
+        messages.len() as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "mongopulse_source_up{source=\"clicks\"}"),
+        1.0,
+        "{m}"
+    );
+    let ready: Value = reqwest::get(daemon.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["sources"]["clicks"], "ok", "{ready}");
+    nats.delete().await;
+}
+
+#[tokio::test]
+async fn nats_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once() {
+    let mongo = TestMongo::start().await;
+    let nats = Nats::new().await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let total = 3000;
+    let mut first = daemon_with(&mongo, &nats.source(""), &[]).await;
+    let publisher = {
+        let (js, subject) = (nats.js.clone(), nats.subject.clone());
+        tokio::spawn(async move {
+            for b in bodies(0..total, at) {
+                js.publish(subject.clone(), b.into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("stored by the stream");
+            }
+        })
+    };
+    kill_mid_stream(&mut first, &mongo, "clicks", total / 4).await;
+    publisher.await.expect("publisher");
+    let (_, unacked, _) = nats.consumer_state().await;
+    eprintln!(
+        "killed with {} events stored, {unacked} messages unacknowledged",
+        stored(&mongo).await.len()
+    );
+
+    let second = daemon_with(&mongo, &nats.source(""), &[]).await;
+    wait_stored(&mongo, total, &second).await;
+    nats.wait_all_acked().await;
+    // Shown only if an assertion fails.
+    eprintln!(
+        "first run:\n{}\nsecond run:\n{}",
+        first.stderr(),
+        second.stderr()
+    );
+    assert_exactly_once(&mongo, 0..total).await;
+    let m = second.metrics().await;
+    eprintln!(
+        "the restarted daemon found {} redelivered events stored already",
+        metric(
+            &m,
+            "mongopulse_source_events_total{source=\"clicks\",outcome=\"duplicate\"}"
+        )
+    );
+    nats.delete().await;
+}
+
+#[tokio::test]
+async fn nats_with_mongodb_paused_acknowledges_nothing_unstored_and_resumes() {
+    let mongo = TestMongo::start().await;
+    let Some(pid) = mongo.server_pid() else {
+        eprintln!("skipped: pausing MongoDB needs a local test server (MONGODB_URI is set)");
+        return;
+    };
+    let nats = Nats::new().await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let total = 2000;
+    let env = [("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "1000")];
+    let mut first = daemon_with(&mongo, &nats.source("max_in_flight = 64"), &env).await;
+    nats.publish(&bodies(0..total / 2, at)).await;
+    wait_stored(&mongo, 1, &first).await;
+
+    signal(pid, "STOP");
+    nats.publish(&bodies(total / 2..total, at)).await;
+    // The daemon takes at most its 64 slots, then waits: it retries, acknowledging nothing.
+    support::until("the source retries while MongoDB is paused", || async {
+        metric(
+            &first.metrics().await,
+            "mongopulse_source_retries_total{source=\"clicks\"}",
+        ) > 0.0
+    })
+    .await;
+    let (pending, unacked, _) = nats.consumer_state().await;
+    assert!(unacked <= 64, "bounded: {unacked} messages held");
+    assert!(pending > 0, "the rest waits in the stream");
+    // Killed while MongoDB is paused: what it acknowledged is all that counts now.
+    first.signal("KILL");
+    first.wait(support::PATIENCE);
+    let (_, _, acked_through) = nats.consumer_state().await;
+    signal(pid, "CONT");
+    // Every message the stream holds as acknowledged has all its events stored.
+    let seqs = stored(&mongo).await;
+    let published: Vec<Vec<u8>> = [bodies(0..total / 2, at), bodies(total / 2..total, at)].concat();
+    let unstored: Vec<i64> = published
+        .iter()
+        .take(acked_through as usize)
+        .flat_map(|b| seqs_in(b))
+        .filter(|s| !seqs.contains_key(s))
+        .collect();
+    assert!(
+        unstored.is_empty(),
+        "acknowledged through message {acked_through}, but these events were not stored: {unstored:?}"
+    );
+
+    let second = daemon_with(&mongo, &nats.source("max_in_flight = 64"), &env).await;
+    wait_stored(&mongo, total, &second).await;
+    nats.wait_all_acked().await;
+    // Shown only if an assertion fails.
+    eprintln!(
+        "first run:\n{}\nsecond run:\n{}",
+        first.stderr(),
+        second.stderr()
+    );
+    assert_exactly_once(&mongo, 0..total).await;
+    nats.delete().await;
+}
+
+// ---------------------------------------------------------------- RabbitMQ (AMQP 0-9-1)
+
+struct Rabbit {
+    _connection: lapin::Connection,
+    channel: lapin::Channel,
+    queue: String,
+}
+
+impl Rabbit {
+    async fn new() -> Rabbit {
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ is not answering ({e}); .ci/run starts it"));
+        let channel = conn.create_channel().await.expect("channel");
+        let queue = unique("pulse");
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+            .await
+            .expect("declare the test's queue");
+        Rabbit {
+            _connection: conn,
+            channel,
+            queue,
+        }
+    }
+
+    async fn publish(&self, bodies: &[Vec<u8>]) {
+        for b in bodies {
+            self.channel
+                .basic_publish(
+                    "".into(),
+                    self.queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .expect("publish");
+        }
+    }
+
+    /// Messages in the queue (ready, or delivered and unacknowledged), per a passive declare
+    /// (ready) and the consumer count. RabbitMQ's `message_count` holds only the ready ones.
+    async fn ready(&self) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .expect("queue")
+            .message_count()
+    }
+
+    fn source(&self) -> String {
+        format!(
+            "[[ingest.sources]]\nkind = \"amqp\"\nname = \"orders\"\nurl = \"{}\"\nqueue = \"{}\"\nprefetch = 64\n",
+            amqp_url(),
+            self.queue
+        )
+    }
+
+    async fn delete(self) {
+        let _ = self
+            .channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn amqp_events_are_stored_and_counted_and_bad_messages_dead_lettered_with_coordinates() {
+    let mongo = TestMongo::start().await;
+    let rabbit = Rabbit::new().await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let mut messages = bodies(0..300, at);
+    messages.insert(7, b"{\"timestamp\": ".to_vec());
+    rabbit.publish(&messages).await;
+
+    let daemon = daemon_with(&mongo, &rabbit.source(), &[]).await;
+    wait_stored(&mongo, 300, &daemon).await;
+    support::until("every message acknowledged", || async {
+        let m = daemon.metrics().await;
+        metric(
+            &m,
+            "mongopulse_source_messages_acked_total{source=\"orders\"}",
+        ) == messages.len() as f64
+    })
+    .await;
+    assert_eq!(rabbit.ready().await, 0);
+    assert_exactly_once(&mongo, 0..300).await;
+
+    let letters = support::recount::all(&mongo, "dead_letters", doc! {}).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let origin = letters[0].get_document("origin").unwrap();
+    assert_eq!(origin.get_str("kind").unwrap(), "amqp");
+    assert_eq!(origin.get_str("queue").unwrap(), rabbit.queue);
+    assert_eq!(origin.get_str("routingKey").unwrap(), rabbit.queue);
+    assert!(origin.get_i64("deliveryTag").is_ok(), "{origin}");
+    rabbit.delete().await;
+}
+
+#[tokio::test]
+async fn amqp_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once() {
+    let mongo = TestMongo::start().await;
+    let rabbit = Rabbit::new().await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let total = 3000;
+    let mut first = daemon_with(&mongo, &rabbit.source(), &[]).await;
+    let publisher = {
+        let (channel, queue) = (rabbit.channel.clone(), rabbit.queue.clone());
+        tokio::spawn(async move {
+            for b in bodies(0..total, at) {
+                let persistent = BasicProperties::default().with_delivery_mode(2);
+                channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &b,
+                        persistent,
+                    )
+                    .await
+                    .expect("publish");
+            }
+        })
+    };
+    kill_mid_stream(&mut first, &mongo, "orders", total / 4).await;
+    publisher.await.expect("publisher");
+
+    let second = daemon_with(&mongo, &rabbit.source(), &[]).await;
+    wait_stored(&mongo, total, &second).await;
+    support::until("the queue is drained", || async {
+        rabbit.ready().await == 0
+    })
+    .await;
+    assert_exactly_once(&mongo, 0..total).await;
+    let m = second.metrics().await;
+    eprintln!(
+        "the restarted daemon found {} redelivered events stored already",
+        metric(
+            &m,
+            "mongopulse_source_events_total{source=\"orders\",outcome=\"duplicate\"}"
+        )
+    );
+    rabbit.delete().await;
+}
+
+#[tokio::test]
+async fn a_source_that_cannot_connect_makes_the_daemon_not_ready_and_says_why() {
+    let mongo = TestMongo::start().await;
+    // A port nothing listens on: the daemon runs, and readiness names the source.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let config = format!(
+        "[[ingest.sources]]\nkind = \"nats\"\nname = \"gone\"\nurl = \"nats://127.0.0.1:{port}\"\nstream = \"X\"\n"
+    );
+    let path =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.toml", unique("gone")));
+    std::fs::write(&path, config).unwrap();
+    let daemon = Daemon::spawn(
+        &mongo,
+        &[("MONGOPULSE_CONFIG", &path.display().to_string())],
+    );
+    support::until("readiness names the source that is down", || async {
+        let Ok(r) = reqwest::get(daemon.url("/readyz")).await else {
+            return false;
+        };
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(json!({}));
+        status == 503
+            && body["mongodb"] == "ok"
+            && body["collections"] == "ready"
+            && body["sources"]["gone"]
+                .as_str()
+                .is_some_and(|s| s.contains("cannot connect"))
+    })
+    .await;
+    let m = daemon.metrics().await;
+    assert_eq!(
+        metric(&m, "mongopulse_source_up{source=\"gone\"}"),
+        0.0,
+        "{m}"
+    );
+    // HTTP ingest still works meanwhile.
+    let (status, body) = daemon.post_json(&json!([seed_event(1, Utc::now())])).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_bad_source_entry_stops_the_daemon_at_start_with_advice() {
+    let mongo = TestMongo::start().await;
+    let config = "[[ingest.sources]]\nkind = \"nats\"\nname = \"a b\"\nstream = \"X\"\n";
+    let path =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.toml", unique("bad")));
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+        .env("MONGOPULSE_CONFIG", &path)
+        .env("MONGOPULSE__MONGODB__URI", &mongo.uri)
+        .arg("print-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("name 'a b'"), "{err}");
+}
