@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the brokers the source tests use answer on loopback (tests/sources.rs):
-# NATS with JetStream on 4222 and RabbitMQ on 5672. A broker that is not
+# NATS with JetStream on 4222, RabbitMQ on 5672 and Mosquitto (MQTT) on 1883. A broker that is not
 # answering is started (and installed from Debian's packages if it is missing),
 # then waited for. Used by scripts/test.sh, so README's test command works on a
 # new machine.
@@ -43,4 +43,19 @@ if ! answers 5672; then
   command -v rabbitmq-server > /dev/null || install rabbitmq-server
   $sudo rabbitmq-server -detached
   wait_for RabbitMQ 5672
+fi
+
+if ! answers 1883; then
+  echo "==> starting Mosquitto on 127.0.0.1:1883"
+  command -v mosquitto > /dev/null || install mosquitto
+  if [ -f /etc/mosquitto/mosquitto.conf ] && grep -q "^listener 1883" /etc/mosquitto/mosquitto.conf; then
+    $sudo mosquitto -d -c /etc/mosquitto/mosquitto.conf
+  else
+    # Debian's default file listens on localhost without anonymous access; the tests
+    # need an anonymous listener on loopback only.
+    conf=$(mktemp)
+    printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location /tmp/\n' > "$conf"
+    $sudo mosquitto -d -c "$conf"
+  fi
+  wait_for Mosquitto 1883
 fi

@@ -630,3 +630,157 @@ async fn a_bad_source_entry_stops_the_daemon_at_start_with_advice() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("name 'a b'"), "{err}");
 }
+
+// ---------------------------------------------------------------- MQTT (Mosquitto)
+
+/// A publisher at QoS 1 that waits for the broker's PUBACK of everything it sent.
+struct Mqtt {
+    client: rumqttc::AsyncClient,
+    acked: tokio::sync::watch::Receiver<usize>,
+    sent: usize,
+    topic: String,
+}
+
+fn mqtt_port() -> u16 {
+    std::env::var("MONGOPULSE_TEST_MQTT_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1883)
+}
+
+impl Mqtt {
+    async fn new() -> Mqtt {
+        let id = unique("pub");
+        let topic = format!("pulse/{id}/events");
+        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", mqtt_port());
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
+        let (count, acked) = tokio::sync::watch::channel(0usize);
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                        count.send_modify(|n| *n += 1);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("test MQTT publisher: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        Mqtt {
+            client,
+            acked,
+            sent: 0,
+            topic,
+        }
+    }
+
+    async fn publish(&mut self, bodies: &[Vec<u8>]) {
+        for b in bodies {
+            self.client
+                .publish(&self.topic, rumqttc::QoS::AtLeastOnce, false, b.clone())
+                .await
+                .expect("publish");
+            self.sent += 1;
+        }
+        let want = self.sent;
+        tokio::time::timeout(support::PATIENCE, self.acked.wait_for(|n| *n >= want))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "Mosquitto is not answering on 127.0.0.1:{} (.ci/run starts it)",
+                    mqtt_port()
+                )
+            })
+            .expect("publisher");
+    }
+
+    fn source(&self, client_id: &str) -> String {
+        format!(
+            "[[ingest.sources]]\nkind = \"mqtt\"\nname = \"devices\"\nport = {}\ntopics = [\"{}\"]\nclient_id = \"{client_id}\"\n",
+            mqtt_port(),
+            self.topic
+        )
+    }
+}
+
+/// Starts a daemon whose MQTT source is subscribed (MQTT keeps nothing for a session
+/// that never subscribed).
+async fn mqtt_daemon(mongo: &TestMongo, config: &str) -> Daemon {
+    let daemon = daemon_with(mongo, config, &[]).await;
+    support::until("the MQTT source is subscribed", || async {
+        metric(
+            &daemon.metrics().await,
+            "mongopulse_source_up{source=\"devices\"}",
+        ) == 1.0
+    })
+    .await;
+    daemon
+}
+
+#[tokio::test]
+async fn mqtt_events_are_stored_and_counted_and_bad_messages_dead_lettered_with_coordinates() {
+    let mongo = TestMongo::start().await;
+    let mut mqtt = Mqtt::new().await;
+    let client_id = format!("t{}", std::process::id() % 1_000_000);
+    let daemon = mqtt_daemon(&mongo, &mqtt.source(&format!("{client_id}a"))).await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let mut messages = bodies(0..300, at);
+    messages.insert(5, b"[1, 2".to_vec());
+    mqtt.publish(&messages).await;
+    wait_stored(&mongo, 300, &daemon).await;
+    support::until("every message acknowledged", || async {
+        let m = daemon.metrics().await;
+        metric(
+            &m,
+            "mongopulse_source_messages_acked_total{source=\"devices\"}",
+        ) == messages.len() as f64
+    })
+    .await;
+    assert_exactly_once(&mongo, 0..300).await;
+    let letters = support::recount::all(&mongo, "dead_letters", doc! {}).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let origin = letters[0].get_document("origin").unwrap();
+    assert_eq!(origin.get_str("kind").unwrap(), "mqtt");
+    assert_eq!(origin.get_str("topic").unwrap(), mqtt.topic);
+    assert!(origin.get_i32("packetId").is_ok(), "{origin}");
+}
+
+#[tokio::test]
+async fn mqtt_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once() {
+    let mongo = TestMongo::start().await;
+    let mut mqtt = Mqtt::new().await;
+    let config = mqtt.source(&format!("t{}b", std::process::id() % 1_000_000));
+    let mut first = mqtt_daemon(&mongo, &config).await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let total = 2000;
+    // Published while the daemon works; paused while it is down, as the broker queues
+    // a bounded number of messages for an absent session.
+    let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let paused = paused.clone();
+        tokio::spawn(async move {
+            for chunk in bodies(0..total, at).chunks(10) {
+                while paused.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                mqtt.publish(chunk).await;
+            }
+        })
+    };
+    kill_mid_stream(&mut first, &mongo, "devices", total / 4).await;
+    paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    let second = mqtt_daemon(&mongo, &config).await;
+    paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    publisher.await.expect("publisher");
+    wait_stored(&mongo, total, &second).await;
+    eprintln!(
+        "first run:\n{}\nsecond run:\n{}",
+        first.stderr(),
+        second.stderr()
+    );
+    assert_exactly_once(&mongo, 0..total).await;
+}

@@ -57,6 +57,9 @@ impl AmqpConfig {
         if self.queue.is_empty() {
             return Err("queue must name the queue to consume".into());
         }
+        if self.prefetch == 0 {
+            return Err("prefetch must be at least 1 (0 would mean no bound)".into());
+        }
         if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
             return Err("url must start with amqp:// or amqps://".into());
         }

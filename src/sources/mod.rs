@@ -1,4 +1,4 @@
-//! Broker sources: events consumed from NATS JetStream and AMQP 0-9-1 (RabbitMQ).
+//! Broker sources: events consumed from NATS JetStream, AMQP 0-9-1 (RabbitMQ) and MQTT.
 //!
 //! In: the `[[ingest.sources]]` of the configuration, and messages from those
 //! brokers (one event, a JSON array or NDJSON, as an HTTP body). Out: events
@@ -7,14 +7,15 @@
 //! broker acknowledgement for each message only once MongoDB has acknowledged
 //! all of it.
 //!
-//! [`intake`] is the one message path every broker shares; [`nats`] and
-//! [`amqp`] only fetch, acknowledge and say where a message came from. Every
+//! [`intake`] is the one message path every broker shares; [`nats`], [`amqp`]
+//! and [`mqtt`] only fetch, acknowledge and say where a message came from. Every
 //! event without an id gets `<source>:<coordinate>#<index>`, a coordinate the
 //! broker keeps across redeliveries, so the rollups' id ledger (see
 //! `rollup::ids`) drops the copies a redelivery brings.
 
 pub mod amqp;
 pub mod intake;
+pub mod mqtt;
 pub mod nats;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use intake::Intake;
 pub enum SourceConfig {
     Nats(nats::NatsConfig),
     Amqp(amqp::AmqpConfig),
+    Mqtt(mqtt::MqttConfig),
 }
 
 impl SourceConfig {
@@ -45,13 +47,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Nats(c) => &c.name,
             SourceConfig::Amqp(c) => &c.name,
-        }
-    }
-
-    pub fn max_in_flight(&self) -> usize {
-        match self {
-            SourceConfig::Nats(c) => c.max_in_flight,
-            SourceConfig::Amqp(c) => c.prefetch as usize,
+            SourceConfig::Mqtt(c) => &c.name,
         }
     }
 
@@ -67,14 +63,10 @@ impl SourceConfig {
                 "ingest.sources: name '{name}' must be letters, digits, '_', '-' or '.' (it names the source in metrics, readiness, dead letters and event ids)"
             ));
         }
-        if !(1..=65_535).contains(&self.max_in_flight()) {
-            return Err(format!(
-                "ingest.sources '{name}': the number of messages in flight (max_in_flight, or prefetch for AMQP) must be between 1 and 65535"
-            ));
-        }
         match self {
             SourceConfig::Nats(c) => c.validate(),
             SourceConfig::Amqp(c) => c.validate(),
+            SourceConfig::Mqtt(c) => c.validate(),
         }
         .map_err(|e| format!("ingest.sources '{name}': {e}"))
     }
@@ -90,6 +82,10 @@ impl SourceConfig {
             }),
             SourceConfig::Amqp(c) => SourceConfig::Amqp(amqp::AmqpConfig {
                 url: Redactor::redact_uri(&c.url),
+                ..c.clone()
+            }),
+            SourceConfig::Mqtt(c) => SourceConfig::Mqtt(mqtt::MqttConfig {
+                password: c.password.as_ref().map(|_| "****".into()),
                 ..c.clone()
             }),
         }
@@ -188,6 +184,7 @@ pub fn start(
             match c.clone() {
                 SourceConfig::Nats(c) => tokio::spawn(nats::run(c, intake, stop)),
                 SourceConfig::Amqp(c) => tokio::spawn(amqp::run(c, intake, stop)),
+                SourceConfig::Mqtt(c) => tokio::spawn(mqtt::run(c, intake, stop)),
             }
         })
         .collect()

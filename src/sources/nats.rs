@@ -83,6 +83,12 @@ impl NatsConfig {
         if !(w.is_finite() && w >= 1.0) {
             return Err(format!("ack_wait_secs must be at least 1, got {w}"));
         }
+        if !(1..=65_535).contains(&self.max_in_flight) {
+            return Err(format!(
+                "max_in_flight must be between 1 and 65535, got {}",
+                self.max_in_flight
+            ));
+        }
         if self.password.is_some() != self.user.is_some() {
             return Err("user and password go together".into());
         }
