@@ -10,67 +10,14 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, stream};
 use bson::doc;
 use chrono::Utc;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 use serde_json::{json, Value};
+use support::brokers::{bodies, daemon_with, metric, mqtt_daemon, unique, Mqtt, Nats, Rabbit};
 use support::daemon::{seed_event, signal, Daemon};
 use support::mongo::TestMongo;
-
-fn nats_url() -> String {
-    std::env::var("MONGOPULSE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-fn amqp_url() -> String {
-    std::env::var("MONGOPULSE_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// A name no other test (or earlier run) uses: streams and queues outlive a run.
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default() % 1_000_000_000
-    )
-}
-
-/// Starts the daemon with `sources` (TOML of `[[ingest.sources]]` entries) in a config file.
-async fn daemon_with(mongo: &TestMongo, sources: &str, env: &[(&str, &str)]) -> Daemon {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{}.toml", unique("sources")));
-    std::fs::write(&path, sources).expect("write the daemon's config file");
-    let path = path.display().to_string();
-    let mut all = vec![("MONGOPULSE_CONFIG", path.as_str())];
-    all.extend_from_slice(env);
-    Daemon::start(mongo, &all).await
-}
-
-/// The messages of a test: `seq`s spread over single events, arrays and NDJSON.
-fn bodies(seqs: std::ops::Range<usize>, at: chrono::DateTime<Utc>) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut seq = seqs.start;
-    let mut shape = 0;
-    while seq < seqs.end {
-        let n = [1, 3, 2][shape % 3].min(seqs.end - seq);
-        let events: Vec<Value> = (seq..seq + n).map(|s| seed_event(s, at)).collect();
-        out.push(match shape % 3 {
-            0 => events[0].to_string().into_bytes(),
-            1 => Value::Array(events).to_string().into_bytes(),
-            _ => events
-                .iter()
-                .map(|e| format!("{e}\n"))
-                .collect::<String>()
-                .into_bytes(),
-        });
-        seq += n;
-        shape += 1;
-    }
-    out
-}
 
 /// The `attributes.seq` of each event in a message body.
 fn seqs_in(body: &[u8]) -> Vec<i64> {
@@ -142,100 +89,7 @@ async fn kill_mid_stream(daemon: &mut Daemon, mongo: &TestMongo, source: &str, a
     daemon.wait(support::PATIENCE);
 }
 
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 // ---------------------------------------------------------------- NATS JetStream
-
-struct Nats {
-    js: jetstream::Context,
-    stream: String,
-    subject: String,
-}
-
-impl Nats {
-    async fn new() -> Nats {
-        let client = async_nats::connect(nats_url()).await.unwrap_or_else(|e| {
-            panic!(
-                "NATS is not answering at {} ({e}); .ci/run starts it",
-                nats_url()
-            )
-        });
-        let js = jetstream::new(client);
-        let stream = unique("PULSE");
-        let subject = format!("{}.events", stream.to_lowercase());
-        js.create_stream(stream::Config {
-            name: stream.clone(),
-            subjects: vec![subject.clone()],
-            ..Default::default()
-        })
-        .await
-        .expect("create the test's stream");
-        Nats {
-            js,
-            stream,
-            subject,
-        }
-    }
-
-    async fn publish(&self, bodies: &[Vec<u8>]) {
-        let mut acks = Vec::new();
-        for b in bodies {
-            acks.push(
-                self.js
-                    .publish(self.subject.clone(), b.clone().into())
-                    .await
-                    .expect("publish"),
-            );
-        }
-        for a in acks {
-            a.await.expect("the stream stored the message");
-        }
-    }
-
-    fn source(&self, extra: &str) -> String {
-        format!(
-            "[[ingest.sources]]\nkind = \"nats\"\nname = \"clicks\"\nurl = \"{}\"\nstream = \"{}\"\nack_wait_secs = 2\n{extra}\n",
-            nats_url(),
-            self.stream
-        )
-    }
-
-    /// (messages not yet delivered, delivered and not acknowledged, last acked stream seq).
-    async fn consumer_state(&self) -> (u64, usize, u64) {
-        let stream = self.js.get_stream(&self.stream).await.expect("stream");
-        let mut c: consumer::PullConsumer =
-            stream.get_consumer("mongopulse").await.expect("consumer");
-        let info = c.info().await.expect("consumer info");
-        (
-            info.num_pending,
-            info.num_ack_pending,
-            info.ack_floor.stream_sequence,
-        )
-    }
-
-    async fn wait_all_acked(&self) {
-        let deadline = Instant::now() + support::PATIENCE;
-        loop {
-            let (pending, unacked, _) = self.consumer_state().await;
-            if pending == 0 && unacked == 0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never all acknowledged: {pending} pending, {unacked} unacked"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn delete(self) {
-        let _ = self.js.delete_stream(&self.stream).await;
-    }
-}
 
 #[tokio::test]
 async fn nats_events_are_stored_and_counted_and_bad_messages_dead_lettered_with_coordinates() {
@@ -420,79 +274,6 @@ async fn nats_with_mongodb_paused_acknowledges_nothing_unstored_and_resumes() {
 
 // ---------------------------------------------------------------- RabbitMQ (AMQP 0-9-1)
 
-struct Rabbit {
-    _connection: lapin::Connection,
-    channel: lapin::Channel,
-    queue: String,
-}
-
-impl Rabbit {
-    async fn new() -> Rabbit {
-        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("RabbitMQ is not answering ({e}); .ci/run starts it"));
-        let channel = conn.create_channel().await.expect("channel");
-        let queue = unique("pulse");
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
-            .await
-            .expect("declare the test's queue");
-        Rabbit {
-            _connection: conn,
-            channel,
-            queue,
-        }
-    }
-
-    async fn publish(&self, bodies: &[Vec<u8>]) {
-        for b in bodies {
-            self.channel
-                .basic_publish(
-                    "".into(),
-                    self.queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    b,
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await
-                .expect("publish");
-        }
-    }
-
-    /// Messages in the queue (ready, or delivered and unacknowledged), per a passive declare
-    /// (ready) and the consumer count. RabbitMQ's `message_count` holds only the ready ones.
-    async fn ready(&self) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.channel
-            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
-            .await
-            .expect("queue")
-            .message_count()
-    }
-
-    fn source(&self) -> String {
-        format!(
-            "[[ingest.sources]]\nkind = \"amqp\"\nname = \"orders\"\nurl = \"{}\"\nqueue = \"{}\"\nprefetch = 64\n",
-            amqp_url(),
-            self.queue
-        )
-    }
-
-    async fn delete(self) {
-        let _ = self
-            .channel
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-}
-
 #[tokio::test]
 async fn amqp_events_are_stored_and_counted_and_bad_messages_dead_lettered_with_coordinates() {
     let mongo = TestMongo::start().await;
@@ -632,94 +413,6 @@ async fn a_bad_source_entry_stops_the_daemon_at_start_with_advice() {
 }
 
 // ---------------------------------------------------------------- MQTT (Mosquitto)
-
-/// A publisher at QoS 1 that waits for the broker's PUBACK of everything it sent.
-struct Mqtt {
-    client: rumqttc::AsyncClient,
-    acked: tokio::sync::watch::Receiver<usize>,
-    sent: usize,
-    topic: String,
-}
-
-fn mqtt_port() -> u16 {
-    std::env::var("MONGOPULSE_TEST_MQTT_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1883)
-}
-
-impl Mqtt {
-    async fn new() -> Mqtt {
-        let id = unique("pub");
-        let topic = format!("pulse/{id}/events");
-        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", mqtt_port());
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
-        let (count, acked) = tokio::sync::watch::channel(0usize);
-        tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
-                        count.send_modify(|n| *n += 1);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        eprintln!("test MQTT publisher: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
-        });
-        Mqtt {
-            client,
-            acked,
-            sent: 0,
-            topic,
-        }
-    }
-
-    async fn publish(&mut self, bodies: &[Vec<u8>]) {
-        for b in bodies {
-            self.client
-                .publish(&self.topic, rumqttc::QoS::AtLeastOnce, false, b.clone())
-                .await
-                .expect("publish");
-            self.sent += 1;
-        }
-        let want = self.sent;
-        tokio::time::timeout(support::PATIENCE, self.acked.wait_for(|n| *n >= want))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "Mosquitto is not answering on 127.0.0.1:{} (.ci/run starts it)",
-                    mqtt_port()
-                )
-            })
-            .expect("publisher");
-    }
-
-    fn source(&self, client_id: &str) -> String {
-        format!(
-            "[[ingest.sources]]\nkind = \"mqtt\"\nname = \"devices\"\nport = {}\ntopics = [\"{}\"]\nclient_id = \"{client_id}\"\n",
-            mqtt_port(),
-            self.topic
-        )
-    }
-}
-
-/// Starts a daemon whose MQTT source is subscribed (MQTT keeps nothing for a session
-/// that never subscribed).
-async fn mqtt_daemon(mongo: &TestMongo, config: &str) -> Daemon {
-    let daemon = daemon_with(mongo, config, &[]).await;
-    support::until("the MQTT source is subscribed", || async {
-        metric(
-            &daemon.metrics().await,
-            "mongopulse_source_up{source=\"devices\"}",
-        ) == 1.0
-    })
-    .await;
-    daemon
-}
 
 #[tokio::test]
 async fn mqtt_events_are_stored_and_counted_and_bad_messages_dead_lettered_with_coordinates() {

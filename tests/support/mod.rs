@@ -1,6 +1,7 @@
 //! Shared by the black-box tests; each test binary uses a part of it.
 #![allow(dead_code)]
 
+pub mod brokers;
 pub mod capture;
 pub mod daemon;
 pub mod frames;
