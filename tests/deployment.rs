@@ -208,6 +208,57 @@ fn compose_stack_agrees_with_plugin_json_and_provisioning() {
 /// Grafana-managed alert rules: every query on our data source is one the
 /// plugin accepts, expressions refer to existing queries, the condition exists.
 #[test]
+fn the_broker_profile_wires_loadgen_nats_and_a_second_daemon_together() {
+    let compose = yaml("docker-compose.yml");
+    // Off by default: `docker compose up` runs without a broker.
+    for name in ["nats", "mongopulsed-nats", "loadgen-nats"] {
+        assert_eq!(
+            strings(&service(&compose, name)["profiles"]),
+            vec!["broker"],
+            "{name}"
+        );
+    }
+    for name in ["mongodb", "mongopulsed", "loadgen", "grafana"] {
+        assert!(
+            service(&compose, name)["profiles"].is_null(),
+            "{name} must run by default"
+        );
+    }
+    let daemon = service(&compose, "mongopulsed-nats");
+    let mounted = strings(&daemon["volumes"]);
+    let config_path = env(daemon, "MONGOPULSE_CONFIG");
+    let file = mounted
+        .iter()
+        .find_map(|v| v.strip_suffix(&format!(":{config_path}:ro")))
+        .expect("the source config is mounted where MONGOPULSE_CONFIG says");
+    let config = mongopulse::daemon::Config::from_toml_str(&read(file.trim_start_matches("./")))
+        .expect("the broker profile's daemon config is valid");
+    assert_ne!(
+        config.writer_id, "main",
+        "each daemon needs its own writer_id"
+    );
+    assert!(
+        !config.alerting.enabled,
+        "one daemon per database evaluates alerts"
+    );
+    let [mongopulse::sources::SourceConfig::Nats(source)] = &config.ingest.sources[..] else {
+        panic!("one NATS source expected: {:?}", config.ingest.sources);
+    };
+    assert_eq!(source.url, "nats://nats:4222");
+    // loadgen publishes where the stream listens.
+    let command = strings(&service(&compose, "loadgen-nats")["command"]);
+    let subject = &command[command.iter().position(|c| c == "--subject").unwrap() + 1];
+    assert!(
+        source
+            .subjects
+            .iter()
+            .any(|s| s.strip_suffix('>').is_some_and(|p| subject.starts_with(p))),
+        "{subject} is not in the stream's subjects {:?}",
+        source.subjects
+    );
+}
+
+#[test]
 fn provisioned_grafana_alert_rules_are_consistent() {
     let file = yaml("provisioning/alerting/mongopulse-rules.yaml");
     let groups = file["groups"].as_sequence().expect("groups");

@@ -74,6 +74,13 @@ enum Command {
         /// rollups.idle_finalize_secs longer than that, or it is refused as late).
         #[arg(long, default_value_t = 0)]
         history_minutes: u32,
+        /// Publish the batches to this NATS server (nats://host:4222) instead of
+        /// posting them, for a daemon with a NATS source.
+        #[arg(long, env = "MONGOPULSE_LOADGEN_NATS")]
+        nats: Option<String>,
+        /// The JetStream subject to publish to, with --nats.
+        #[arg(long, default_value = "events.loadgen")]
+        subject: String,
     },
 }
 
@@ -99,6 +106,8 @@ fn main() -> ExitCode {
             events,
             invalid_fraction,
             history_minutes,
+            nats,
+            subject,
         } => {
             init_logging(&config);
             let options = daemon::loadgen::LoadgenOptions {
@@ -108,6 +117,8 @@ fn main() -> ExitCode {
                 events,
                 invalid_fraction,
                 history_minutes,
+                nats,
+                subject,
             };
             block_on(async move {
                 daemon::loadgen::run(options, shutdown_signal())

@@ -6,6 +6,8 @@
 //! of the *Real-time analytics* dashboard (page_view → click → conversion);
 //! with `invalid_fraction` a share of events is malformed on purpose, so the
 //! rejection panels of the operations dashboard and `dead_letters` show something.
+//! With `nats` set, batches are published to a NATS JetStream subject instead, for
+//! a daemon that consumes them through a broker source (the compose `broker` profile).
 
 use std::time::Duration;
 
@@ -22,6 +24,10 @@ pub struct LoadgenOptions {
     pub invalid_fraction: f64,
     /// Minutes of past traffic sent first (0: none).
     pub history_minutes: u32,
+    /// Publish to this NATS server (`nats://host:4222`) instead of posting to `url`.
+    pub nats: Option<String>,
+    /// The JetStream subject batches are published to, with `nats`.
+    pub subject: String,
 }
 
 const COUNTRIES: [(&str, &str, u32); 8] = [
@@ -144,6 +150,44 @@ enum Posted {
     Failed,
 }
 
+/// Where batches go: the daemon's events API, or a NATS JetStream subject.
+enum Sink {
+    Http {
+        client: reqwest::Client,
+        url: String,
+        key: String,
+    },
+    Nats {
+        js: async_nats::jetstream::Context,
+        subject: String,
+    },
+}
+
+impl Sink {
+    async fn send(&self, batch: &[Value]) -> Result<Posted, String> {
+        match self {
+            Sink::Http { client, url, key } => post(client, url, key, batch).await,
+            Sink::Nats { js, subject } => {
+                let body = serde_json::to_vec(batch).map_err(|e| e.to_string())?;
+                // Counted once the stream has it (the publish acknowledgement).
+                match js.publish(subject.clone(), body.into()).await {
+                    Ok(ack) => match ack.await {
+                        Ok(_) => Ok(Posted::Accepted(batch.len() as u64)),
+                        Err(e) => {
+                            tracing::warn!("the stream did not take a batch: {e}; is a stream bound to '{subject}'?");
+                            Ok(Posted::Failed)
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!("cannot publish to NATS: {e}; retrying");
+                        Ok(Posted::Failed)
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -196,11 +240,25 @@ pub async fn run(
             o.rate
         ));
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let url = format!("{}/v1/events", o.url.trim_end_matches('/'));
+    let sink = match &o.nats {
+        Some(server) => {
+            let client = async_nats::connect(server.as_str())
+                .await
+                .map_err(|e| format!("cannot connect to NATS at {server}: {e}"))?;
+            Sink::Nats {
+                js: async_nats::jetstream::new(client),
+                subject: o.subject.clone(),
+            }
+        }
+        None => Sink::Http {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+            url: format!("{}/v1/events", o.url.trim_end_matches('/')),
+            key: o.key.clone(),
+        },
+    };
     // Ten batches a second at most, so a low rate still looks continuous.
     let per_batch = (o.rate / 10.0).ceil().max(1.0) as usize;
     let pause = Duration::from_secs_f64(per_batch as f64 / o.rate);
@@ -236,7 +294,7 @@ pub async fn run(
             sent += n;
             tokio::select! {
                 _ = &mut stop => return Ok(accepted),
-                posted = post(&http, &url, &o.key, &batch) => match posted? {
+                posted = sink.send(&batch) => match posted? {
                     Posted::Accepted(a) => accepted += a,
                     Posted::Failed => failed += n,
                 },
@@ -261,7 +319,7 @@ pub async fn run(
                 let now = Utc::now().timestamp_millis();
                 let batch: Vec<Value> = (0..per_batch as u64).map(|k| next(&mut rng, now, sent + k + 1)).collect();
                 sent += batch.len() as u64;
-                match post(&http, &url, &o.key, &batch).await? {
+                match sink.send(&batch).await? {
                     Posted::Accepted(a) => accepted += a,
                     Posted::Failed => failed += batch.len() as u64,
                 }
