@@ -21,8 +21,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::intake::{Intake, Message, Settled};
-use super::{stopped, Backoff, SourceMetrics};
-use crate::store::Redactor;
+use super::{stopped, SourceMetrics, Supervisor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,27 +68,18 @@ impl AmqpConfig {
 
 /// Consumes until `stop`, reconnecting with backoff whenever the broker goes away.
 pub async fn run(c: AmqpConfig, intake: Arc<Intake>, mut stop: watch::Receiver<bool>) {
-    let redactor = Redactor::for_uri(&c.url);
-    let label = SourceMetrics::label(&c.name);
     let slots = Arc::new(Semaphore::new(c.prefetch as usize));
     let mut tasks = JoinSet::new();
-    let mut backoff = Backoff::new();
-    loop {
-        let outcome = consume(&c, &intake, &slots, &mut tasks, &mut stop, &mut backoff).await;
-        intake.metrics.up.get_or_create(&label).set(0);
-        let Err(why) = outcome else { break };
-        let why = redactor.clean(&why);
-        tracing::warn!(source = c.name, "AMQP source down: {why}; reconnecting");
-        intake
-            .events
-            .readiness
-            .set_source(&c.name, Some(format!("AMQP: {why}")));
-        if backoff.wait(&mut stop).await.is_none() {
+    let mut supervisor = Supervisor::new("AMQP", &c.name, &c.url, &intake);
+    while let Err(why) = consume(&c, &intake, &slots, &mut tasks, &mut stop, &mut supervisor).await
+    {
+        if !supervisor.down(&why, &mut stop).await {
             break;
         }
     }
+    // Those still waiting give their messages back on stop (see `settle`).
     while tasks.join_next().await.is_some() {}
-    tracing::info!(source = c.name, "AMQP source stopped");
+    supervisor.stopped();
 }
 
 async fn open(c: &AmqpConfig) -> Result<(Connection, Channel), String> {
@@ -119,7 +109,7 @@ async fn consume(
     slots: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
     stop: &mut watch::Receiver<bool>,
-    backoff: &mut Backoff,
+    supervisor: &mut Supervisor,
 ) -> Result<(), String> {
     let (connection, channel) = open(c).await?;
     let declare = QueueDeclareOptions {
@@ -152,9 +142,7 @@ async fn consume(
         .map_err(|e| format!("cannot consume queue '{}': {e}", c.queue))?;
 
     let label = SourceMetrics::label(&c.name);
-    intake.metrics.up.get_or_create(&label).set(1);
-    intake.events.readiness.set_source(&c.name, None);
-    backoff.reset();
+    supervisor.up();
     tracing::info!(source = c.name, "consuming AMQP queue '{}'", c.queue);
     let mut backlog_tick = tokio::time::interval(Duration::from_secs(2));
     let outcome = loop {

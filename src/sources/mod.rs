@@ -196,25 +196,61 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Waits between reconnections: doubling from 250 ms to 10 s.
-pub(crate) struct Backoff(Duration);
+/// What every source does around its connection: `/metrics`' `up`, readiness, the log
+/// line when it goes down, and the wait before reconnecting (250 ms doubling to 10 s).
+pub(crate) struct Supervisor {
+    broker: &'static str,
+    name: String,
+    label: SourceLabel,
+    intake: Arc<Intake>,
+    redactor: Redactor,
+    pause: Duration,
+}
 
-impl Backoff {
-    pub fn new() -> Self {
-        Backoff(Duration::from_millis(250))
-    }
-
-    pub fn reset(&mut self) {
-        self.0 = Duration::from_millis(250);
-    }
-
-    /// The next wait, or `None` if `stop` turned true meanwhile.
-    pub async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> Option<()> {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(10));
-        tokio::select! {
-            _ = tokio::time::sleep(d) => Some(()),
-            _ = stopped(stop) => None,
+impl Supervisor {
+    /// `url` is only read for the secrets to keep out of the log.
+    pub fn new(broker: &'static str, name: &str, url: &str, intake: &Arc<Intake>) -> Self {
+        Supervisor {
+            broker,
+            name: name.to_string(),
+            label: SourceMetrics::label(name),
+            intake: intake.clone(),
+            redactor: Redactor::for_uri(url),
+            pause: FIRST_RECONNECT,
         }
     }
+
+    /// The source is connected and consuming.
+    pub fn up(&mut self) {
+        self.intake.metrics.up.get_or_create(&self.label).set(1);
+        self.intake.events.readiness.set_source(&self.name, None);
+        self.pause = FIRST_RECONNECT;
+    }
+
+    /// The source lost its broker (`why`); waits before the next try. `false` if
+    /// `stop` turned true meanwhile.
+    pub async fn down(&mut self, why: &str, stop: &mut watch::Receiver<bool>) -> bool {
+        let why = self.redactor.clean(why);
+        let (broker, name) = (self.broker, self.name.as_str());
+        self.intake.metrics.up.get_or_create(&self.label).set(0);
+        tracing::warn!(source = name, "{broker} source down: {why}; reconnecting");
+        self.intake
+            .events
+            .readiness
+            .set_source(name, Some(format!("{broker}: {why}")));
+        let pause = self.pause;
+        self.pause = (self.pause * 2).min(LONGEST_RECONNECT);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => true,
+            _ = stopped(stop) => false,
+        }
+    }
+
+    pub fn stopped(&self) {
+        self.intake.metrics.up.get_or_create(&self.label).set(0);
+        tracing::info!(source = self.name, "{} source stopped", self.broker);
+    }
 }
+
+const FIRST_RECONNECT: Duration = Duration::from_millis(250);
+const LONGEST_RECONNECT: Duration = Duration::from_secs(10);

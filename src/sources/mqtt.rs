@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::intake::{Intake, Message, Settled};
-use super::{stopped, Backoff, SourceMetrics};
+use super::{stopped, SourceMetrics, Supervisor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,7 +88,15 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
     }
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let mut pending: Pending = VecDeque::new();
-    let mut backoff = Backoff::new();
+    // The redactor learns the password from a URL of the same shape as the others.
+    let as_url = format!(
+        "mqtt://{}:{}@{}:{}",
+        c.username.as_deref().unwrap_or(""),
+        c.password.as_deref().unwrap_or(""),
+        c.host,
+        c.port
+    );
+    let mut supervisor = Supervisor::new("MQTT", &c.name, &as_url, &intake);
     loop {
         tokio::select! {
             polled = eventloop.poll() => match polled {
@@ -100,9 +108,7 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
                         tracing::warn!(source = c.name, "cannot subscribe: {e}");
                         continue;
                     }
-                    intake.metrics.up.get_or_create(&label).set(1);
-                    intake.events.readiness.set_source(&c.name, None);
-                    backoff.reset();
+                    supervisor.up();
                     tracing::info!(source = c.name, "consuming MQTT topics {:?} as '{}'", c.topics, c.client_id);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -116,10 +122,7 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    intake.metrics.up.get_or_create(&label).set(0);
-                    tracing::warn!(source = c.name, "MQTT source down: {e}; reconnecting");
-                    intake.events.readiness.set_source(&c.name, Some(format!("MQTT: {e}")));
-                    if backoff.wait(&mut stop).await.is_none() {
+                    if !supervisor.down(&e.to_string(), &mut stop).await {
                         break;
                     }
                 }
@@ -147,8 +150,7 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
         }
     })
     .await;
-    intake.metrics.up.get_or_create(&label).set(0);
-    tracing::info!(source = c.name, "MQTT source stopped");
+    supervisor.stopped();
 }
 
 /// The oldest message's outcome (never, if there is none).

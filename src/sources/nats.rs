@@ -17,7 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::intake::{Intake, Message, Settled};
-use super::{stopped, Backoff, SourceMetrics};
+use super::{stopped, SourceMetrics, Supervisor};
 use crate::store::Redactor;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,28 +98,26 @@ impl NatsConfig {
 
 /// Consumes until `stop`, reconnecting with backoff whenever the broker goes away.
 pub async fn run(c: NatsConfig, intake: Arc<Intake>, mut stop: watch::Receiver<bool>) {
-    let redactor = Redactor::for_uri(&c.url);
-    let label = SourceMetrics::label(&c.name);
     let slots = Arc::new(Semaphore::new(c.max_in_flight));
     let mut tasks = JoinSet::new();
-    let mut backoff = Backoff::new();
-    loop {
-        let outcome = consume(&c, &intake, &slots, &mut tasks, &mut stop, &mut backoff).await;
-        intake.metrics.up.get_or_create(&label).set(0);
-        let Err(why) = outcome else { break };
-        let why = redactor.clean(&why);
-        tracing::warn!(source = c.name, "NATS source down: {why}; reconnecting");
-        intake
-            .events
-            .readiness
-            .set_source(&c.name, Some(format!("NATS: {why}")));
-        if backoff.wait(&mut stop).await.is_none() {
+    // The redactor learns the secret from the URL, or from the fields that hold it.
+    let secret_url = match c.password.as_deref().or(c.token.as_deref()) {
+        Some(secret) => format!(
+            "nats://{}:{secret}@server",
+            c.user.as_deref().unwrap_or("token")
+        ),
+        None => c.url.clone(),
+    };
+    let mut supervisor = Supervisor::new("NATS", &c.name, &secret_url, &intake);
+    while let Err(why) = consume(&c, &intake, &slots, &mut tasks, &mut stop, &mut supervisor).await
+    {
+        if !supervisor.down(&why, &mut stop).await {
             break;
         }
     }
     // Those still waiting give their messages back on stop (see `settle`).
     while tasks.join_next().await.is_some() {}
-    tracing::info!(source = c.name, "NATS source stopped");
+    supervisor.stopped();
 }
 
 async fn consume(
@@ -128,7 +126,7 @@ async fn consume(
     slots: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
     stop: &mut watch::Receiver<bool>,
-    backoff: &mut Backoff,
+    supervisor: &mut Supervisor,
 ) -> Result<(), String> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("mongopulsed source {}", c.name))
@@ -188,9 +186,7 @@ async fn consume(
         .map_err(|e| format!("cannot pull from consumer '{}': {e}", c.consumer))?;
 
     let label = SourceMetrics::label(&c.name);
-    intake.metrics.up.get_or_create(&label).set(1);
-    intake.events.readiness.set_source(&c.name, None);
-    backoff.reset();
+    supervisor.up();
     tracing::info!(
         source = c.name,
         "consuming NATS stream '{}' as '{}'",
