@@ -242,9 +242,12 @@ pub async fn run(
     }
     let sink = match &o.nats {
         Some(server) => {
-            let client = async_nats::connect(server.as_str())
-                .await
-                .map_err(|e| format!("cannot connect to NATS at {server}: {e}"))?;
+            let client = async_nats::connect(server.as_str()).await.map_err(|e| {
+                format!(
+                    "cannot connect to NATS at {}: {e}",
+                    crate::sources::nats::masked_url(server)
+                )
+            })?;
             Sink::Nats {
                 js: async_nats::jetstream::new(client),
                 subject: o.subject.clone(),

@@ -156,6 +156,9 @@ pub async fn run(
     let source_tasks = crate::sources::start(
         &config.ingest.sources,
         Arc::new(crate::sources::Intake {
+            dead_letters: events
+                .dead_letters
+                .keeping(config.ingest.limits.max_body_bytes),
             events: events.clone(),
             metrics: source_metrics,
             waiting: Default::default(),

@@ -50,6 +50,16 @@ impl DeadLetters {
         }
     }
 
+    /// The same collection, keeping raw payloads up to `max_raw_bytes`: a broker
+    /// message is acknowledged once dead-lettered, so its dead letter must keep all
+    /// of it (an HTTP client still has its body).
+    pub fn keeping(&self, max_raw_bytes: usize) -> DeadLetters {
+        DeadLetters {
+            max_raw_bytes,
+            ..self.clone()
+        }
+    }
+
     /// Stores the documents; on failure says why, so the caller can count it.
     pub async fn store(&self, docs: Vec<Document>) -> Result<(), String> {
         if docs.is_empty() {

@@ -180,7 +180,10 @@ impl Writer {
     /// Which of these event ids (each with its event's time) `events` holds already,
     /// whoever stored them. Matching the exact time lets a time-series collection read
     /// only the buckets of those times; bounded by `write_timeout_ms`.
-    pub async fn stored_ids(&self, wanted: &[(&str, i64)]) -> Result<HashSet<String>, String> {
+    pub async fn stored_ids(
+        &self,
+        wanted: &[(&str, i64)],
+    ) -> Result<HashSet<(String, i64)>, String> {
         if wanted.is_empty() {
             return Ok(HashSet::new());
         }
@@ -195,15 +198,21 @@ impl Writer {
                 .shared
                 .collection
                 .find(filter)
-                .projection(doc! { EVENT_ID_FIELD: 1 })
+                .projection(doc! { EVENT_ID_FIELD: 1, "timestamp": 1 })
                 .await?;
             cursor.try_collect::<Vec<Document>>().await
         };
+        // The filter matches any id with any of the times: keep the pairs asked for.
+        let asked: HashSet<(&str, i64)> = wanted.iter().copied().collect();
         let wait = Duration::from_millis(self.shared.config.write_timeout_ms);
         match tokio::time::timeout(wait, lookup).await {
             Ok(Ok(found)) => Ok(found
                 .iter()
-                .filter_map(|d| d.get_str(EVENT_ID_FIELD).ok().map(str::to_string))
+                .filter_map(|d| {
+                    let id = d.get_str(EVENT_ID_FIELD).ok()?;
+                    let ms = d.get_datetime("timestamp").ok()?.timestamp_millis();
+                    asked.contains(&(id, ms)).then(|| (id.to_string(), ms))
+                })
                 .collect()),
             Ok(Err(e)) => Err(self.shared.redactor.clean(&e.to_string())),
             Err(_) => Err(format!("no answer within {} ms", wait.as_millis())),

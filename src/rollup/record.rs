@@ -66,17 +66,15 @@ async fn record<'a>(
                 .push((index, Refusal::TooManyTuples { limit: t.limit })),
         }
     }
-    sort_out_late(&mut recorded, late_with_ids, writer).await;
-    rollups
-        .metrics
-        .duplicates
-        .inc_by(recorded.duplicates.len() as u64);
     if admitted.is_empty() {
         rollups.unreserve(&reserved);
+        sort_out_late(&mut recorded, late_with_ids, writer).await;
+        count_duplicates(&rollups, &recorded);
         return Ok(recorded);
     }
 
-    // From here on the guard gives the reservations back, whatever happens.
+    // From here on the guard gives the reservations back, whatever happens (also
+    // if the caller goes away during the lookup of late events just below).
     let mut guard = Admitted {
         rollups: rollups.clone(),
         reserved,
@@ -84,6 +82,8 @@ async fn record<'a>(
         queued: None,
         settled: false,
     };
+    sort_out_late(&mut recorded, late_with_ids, writer).await;
+    count_duplicates(&rollups, &recorded);
     let docs = admitted
         .iter()
         .map(|(_, e)| e.to_document(writer_id))
@@ -140,6 +140,13 @@ async fn record<'a>(
     Ok(recorded)
 }
 
+fn count_duplicates(rollups: &Rollups, recorded: &Recorded<'_>) {
+    rollups
+        .metrics
+        .duplicates
+        .inc_by(recorded.duplicates.len() as u64);
+}
+
 /// A batch that holds the same event twice (same id, same minute) stores it once;
 /// the later copies are duplicates.
 fn drop_copies_within<'a>(
@@ -187,7 +194,12 @@ async fn sort_out_late<'a>(
         Default::default()
     });
     for (index, event, l) in late {
-        if event.id.as_deref().is_some_and(|id| stored.contains(id)) {
+        let ms = event.timestamp.timestamp_millis();
+        if event
+            .id
+            .as_deref()
+            .is_some_and(|id| stored.contains(&(id.to_string(), ms)))
+        {
             recorded.duplicates.push(index);
         } else {
             recorded.refused.push((

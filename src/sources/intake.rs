@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::{stopped, OutcomeLabel, SourceMetrics};
 use crate::event::Event;
+use crate::ingest::dead_letters::DeadLetters;
 use crate::ingest::decode::{self, BodyError, Format};
 use crate::ingest::http::{refusal_rejection, EventsState};
 use crate::ingest::record::{Recorded, Refusal};
@@ -28,6 +29,8 @@ pub struct Intake {
     /// What `POST /v1/events` uses: validator, writer, recorder, dead letters, readiness.
     pub events: Arc<EventsState>,
     pub metrics: Arc<SourceMetrics>,
+    /// `events.dead_letters`, keeping whole messages (`DeadLetters::keeping`).
+    pub dead_letters: DeadLetters,
     /// Messages waiting per source, so an outage is logged once.
     pub waiting: Mutex<HashMap<String, usize>>,
 }
@@ -149,9 +152,12 @@ impl Intake {
         if m.redelivered {
             let stored = self.stored_before(&parsed.events).await?;
             let before = parsed.events.len();
-            parsed
-                .events
-                .retain(|(_, e)| !e.id.as_deref().is_some_and(|id| stored.contains(id)));
+            parsed.events.retain(|(_, e)| {
+                let ms = e.timestamp.timestamp_millis();
+                !e.id
+                    .as_deref()
+                    .is_some_and(|id| stored.contains(&(id.to_string(), ms)))
+            });
             duplicates += before - parsed.events.len();
         }
         let recorded = recorder
@@ -189,7 +195,10 @@ impl Intake {
     }
 
     /// The ids among `events` that `events` holds already, by whoever stored them.
-    async fn stored_before(&self, events: &[(usize, Event<'_>)]) -> Result<HashSet<String>, Wait> {
+    async fn stored_before(
+        &self,
+        events: &[(usize, Event<'_>)],
+    ) -> Result<HashSet<(String, i64)>, Wait> {
         let wanted: Vec<(&str, i64)> = events
             .iter()
             .filter_map(|(_, e)| Some((e.id.as_deref()?, e.timestamp.timestamp_millis())))
@@ -214,7 +223,7 @@ impl Intake {
             .iter()
             .map(|(r, raw)| {
                 state.metrics.reject(r.kind);
-                let mut d = state.dead_letters.document(r, raw, None, now);
+                let mut d = self.dead_letters.document(r, raw, None, now);
                 d.insert("origin", m.origin.clone());
                 d
             })

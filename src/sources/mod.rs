@@ -77,7 +77,7 @@ impl SourceConfig {
             SourceConfig::Nats(c) => SourceConfig::Nats(nats::NatsConfig {
                 password: c.password.as_ref().map(|_| "****".into()),
                 token: c.token.as_ref().map(|_| "****".into()),
-                url: Redactor::redact_uri(&c.url),
+                url: nats::masked_url(&c.url),
                 ..c.clone()
             }),
             SourceConfig::Amqp(c) => SourceConfig::Amqp(amqp::AmqpConfig {

@@ -70,8 +70,9 @@ impl MqttConfig {
     }
 }
 
-/// Messages handed to `settle` and not yet acknowledged, oldest first.
-type Pending = VecDeque<(JoinHandle<Settled>, Publish)>;
+/// Messages handed to `settle` and not yet acknowledged, oldest first, with the
+/// connection each came on.
+type Pending = VecDeque<(JoinHandle<Settled>, Publish, u64)>;
 
 /// Consumes until `stop`; the client reconnects (with backoff) whenever the broker goes away.
 pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<bool>) {
@@ -88,6 +89,10 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
     }
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let mut pending: Pending = VecDeque::new();
+    // A packet id names a message only within its connection: a PUBACK for one that
+    // came before a reconnect could acknowledge another message; the broker resends
+    // those anyway (DUP), and they are then found stored.
+    let mut connection = 0u64;
     // The redactor learns the password from a URL of the same shape as the others.
     let as_url = format!(
         "mqtt://{}:{}@{}:{}",
@@ -101,9 +106,9 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
         tokio::select! {
             polled = eventloop.poll() => match polled {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connection += 1;
                     let subscribed = client
-                        .subscribe_many(c.topics.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)))
-                        .await;
+                        .try_subscribe_many(c.topics.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)));
                     if let Err(e) = subscribed {
                         tracing::warn!(source = c.name, "cannot subscribe: {e}");
                         continue;
@@ -117,6 +122,7 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
                     pending.push_back((
                         tokio::spawn(async move { take_one(&taker, &name, &message, &mut stop).await }),
                         publish,
+                        connection,
                     ));
                     intake.metrics.in_flight.get_or_create(&label).set(pending.len() as i64);
                 }
@@ -128,8 +134,10 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
                 }
             },
             settled = oldest(&mut pending) => {
-                let (_, publish) = pending.pop_front().expect("oldest is pending");
-                acknowledge(&intake, &c.name, &client, &publish, settled).await;
+                let (_, publish, on) = pending.pop_front().expect("oldest is pending");
+                if on == connection {
+                    acknowledge(&intake, &c.name, &client, &publish, settled);
+                }
                 intake.metrics.in_flight.get_or_create(&label).set(pending.len() as i64);
             }
             _ = stopped(&mut stop) => break,
@@ -137,9 +145,11 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
     }
     // Stop: those waiting return at once (unacknowledged, resent next session);
     // PUBACK the settled ones in order and let the event loop send them.
-    while let Some((task, publish)) = pending.pop_front() {
+    while let Some((task, publish, on)) = pending.pop_front() {
         let settled = task.await.unwrap_or(Settled::Unacked);
-        acknowledge(&intake, &c.name, &client, &publish, settled).await;
+        if on == connection {
+            acknowledge(&intake, &c.name, &client, &publish, settled);
+        }
     }
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -156,12 +166,14 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
 /// The oldest message's outcome (never, if there is none).
 async fn oldest(pending: &mut Pending) -> Settled {
     match pending.front_mut() {
-        Some((task, _)) => task.await.unwrap_or(Settled::Unacked),
+        Some((task, _, _)) => task.await.unwrap_or(Settled::Unacked),
         None => std::future::pending().await,
     }
 }
 
-async fn acknowledge(
+/// Queues the PUBACK without waiting: the event loop that sends it is the caller's
+/// own loop, so waiting for room in its queue could wait for itself.
+fn acknowledge(
     intake: &Intake,
     source: &str,
     client: &AsyncClient,
@@ -172,7 +184,7 @@ async fn acknowledge(
         // No PUBACK: the broker resends it at the next session.
         return;
     }
-    match client.ack(publish).await {
+    match client.try_ack(publish) {
         Ok(()) => {
             intake
                 .metrics
@@ -180,6 +192,7 @@ async fn acknowledge(
                 .get_or_create(&SourceMetrics::label(source))
                 .inc();
         }
+        // Resent by the broker later, and then found stored.
         Err(e) => tracing::warn!(source, "could not acknowledge a stored message: {e}"),
     }
 }

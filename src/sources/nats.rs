@@ -96,12 +96,33 @@ impl NatsConfig {
     }
 }
 
+/// The token of a `nats://TOKEN@host` URL (userinfo without a password).
+fn url_token(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    (!userinfo.contains(':') && !userinfo.is_empty()).then_some(userinfo)
+}
+
+/// The URL with its password or token masked, for logs, errors and `print-config`.
+pub fn masked_url(url: &str) -> String {
+    match url_token(url) {
+        Some(token) => url.replacen(&format!("{token}@"), "****@", 1),
+        None => Redactor::redact_uri(url),
+    }
+}
+
 /// Consumes until `stop`, reconnecting with backoff whenever the broker goes away.
 pub async fn run(c: NatsConfig, intake: Arc<Intake>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(c.max_in_flight));
     let mut tasks = JoinSet::new();
-    // The redactor learns the secret from the URL, or from the fields that hold it.
-    let secret_url = match c.password.as_deref().or(c.token.as_deref()) {
+    // The redactor learns the secret from the fields that hold it, or from the URL.
+    let secret_url = match c
+        .password
+        .as_deref()
+        .or(c.token.as_deref())
+        .or(url_token(&c.url))
+    {
         Some(secret) => format!(
             "nats://{}:{secret}@server",
             c.user.as_deref().unwrap_or("token")
@@ -146,7 +167,7 @@ async fn consume(
     let client = options
         .connect(c.url.as_str())
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", Redactor::redact_uri(&c.url)))?;
+        .map_err(|e| format!("cannot connect to {}: {e}", masked_url(&c.url)))?;
     let js = jetstream::new(client);
     let stream = if c.subjects.is_empty() {
         js.get_stream(&c.stream).await.map_err(|e| {
@@ -219,9 +240,10 @@ async fn consume(
         };
         while tasks.try_join_next().is_some() {}
         let (intake, name, mut stop) = (intake.clone(), c.name.clone(), stop.clone());
+        let ack_wait_secs = c.ack_wait_secs;
         tasks.spawn(async move {
             let _permit = permit;
-            take_one(&intake, &name, message, &mut stop).await;
+            take_one(&intake, &name, ack_wait_secs, message, &mut stop).await;
         });
     }
 }
@@ -229,6 +251,7 @@ async fn consume(
 async fn take_one(
     intake: &Intake,
     source: &str,
+    ack_wait_secs: f64,
     message: jetstream::Message,
     stop: &mut watch::Receiver<bool>,
 ) {
@@ -258,7 +281,23 @@ async fn take_one(
         },
         redelivered: delivered > 1,
     };
-    match intake.settle(&m, stop).await {
+    // While it waits (MongoDB down), tell the server it is being worked on, so it is
+    // not redelivered to another daemon sharing the consumer meanwhile.
+    let settled = {
+        let settle = intake.settle(&m, stop);
+        tokio::pin!(settle);
+        let mut progress = tokio::time::interval(Duration::from_secs_f64(ack_wait_secs / 2.0));
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                s = &mut settle => break s,
+                _ = progress.tick() => {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    };
+    match settled {
         Settled::Ack => match message.ack().await {
             Ok(()) => {
                 intake.metrics.messages_acked.get_or_create(&label).inc();
@@ -275,4 +314,21 @@ async fn take_one(
         }
     }
     in_flight.dec();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_or_password_in_the_url_is_masked() {
+        assert_eq!(
+            masked_url("nats://s3cr3t@nats:4222"),
+            "nats://****@nats:4222"
+        );
+        assert_eq!(url_token("nats://s3cr3t@nats:4222"), Some("s3cr3t"));
+        assert!(!masked_url("nats://u:pw-9@nats:4222").contains("pw-9"));
+        assert_eq!(masked_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(url_token("nats://127.0.0.1:4222"), None);
+    }
 }
