@@ -247,15 +247,20 @@ async fn main() {
     );
     for r in &rows {
         let rate = total as f64 / r.seconds;
+        let broker = if r.path.starts_with("HTTP") {
+            "—".to_string()
+        } else {
+            format!("{:.1}s", r.broker_cpu)
+        };
         println!(
-            "{:18} {:>9.1} {:>12.0} {:>9.2} {:>10.1}s {:>11.1}s {:>10.1}s",
+            "{:18} {:>9.1} {:>12.0} {:>9.2} {:>10.1}s {:>11.1}s {:>11}",
             r.path,
             r.seconds,
             rate,
             rate / http_rate,
             r.daemon_cpu,
             r.mongo_cpu,
-            r.broker_cpu
+            broker
         );
     }
     println!("\ngoal: every broker source ≥ 0.8× HTTP, the daemon (not the broker client) the bottleneck; CPU seconds over the timed part of each run, on this machine's cores");

@@ -10,4 +10,4 @@ venv=target/standin-venv
 [ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q -r tests/standin/requirements.txt; }
 export MONGOPULSE_STANDIN_PYTHON="$PWD/$venv/bin/python"
 scripts/brokers.sh
-cargo bench --bench source_throughput -q 2>/dev/null | grep -v '^$' || cargo bench --bench source_throughput
+cargo bench --bench source_throughput -q

@@ -105,17 +105,21 @@ impl Nats {
     }
 
     pub async fn publish(&self, bodies: &[Vec<u8>]) {
-        let mut acks = Vec::new();
-        for b in bodies {
-            acks.push(
-                self.js
-                    .publish(self.subject.clone(), b.clone().into())
-                    .await
-                    .expect("publish"),
-            );
-        }
-        for a in acks {
-            a.await.expect("the stream stored the message");
+        // In windows: the client bounds the publish acknowledgements awaited at once,
+        // and a publish waits for room among them.
+        for window in bodies.chunks(256) {
+            let mut acks = Vec::with_capacity(window.len());
+            for b in window {
+                acks.push(
+                    self.js
+                        .publish(self.subject.clone(), b.clone().into())
+                        .await
+                        .expect("publish"),
+                );
+            }
+            for a in acks {
+                a.await.expect("the stream stored the message");
+            }
         }
     }
 
