@@ -3,7 +3,8 @@
 # through HTTP and through each broker source (NATS JetStream, RabbitMQ, MQTT) to
 # stored-and-counted, in one run; prints events/s, the ratio to HTTP and the CPU
 # seconds of the daemon, MongoDB and the broker. BATCH (default 100) events per
-# request or message. Starts the brokers if they are not answering.
+# request or message; PATHS (default nats,amqp,mqtt) picks the brokers. Starts the
+# brokers if they are not answering.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/standin-venv
