@@ -67,6 +67,24 @@ async fn assert_exactly_once(mongo: &TestMongo, expected: std::ops::Range<usize>
     assert_eq!(counted, want.len() as i64, "counted once each");
 }
 
+/// Shown only if an assertion fails: both runs' logs, and how many redelivered events
+/// the restarted daemon found stored already (the crash case the tests are after).
+async fn show_runs(first: &Daemon, second: &Daemon) {
+    let m = second.metrics().await;
+    let found: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("mongopulse_source_events_total{") && l.contains("outcome=\"duplicate\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!(
+        "first run:\n{}\nsecond run:\n{}\nthe restarted daemon found {found} redelivered events stored already",
+        first.stderr(),
+        second.stderr()
+    );
+}
+
 /// Kills the daemon with SIGKILL once it stored `at_least` events while it holds
 /// messages it has not acknowledged, the publisher still going.
 async fn kill_mid_stream(daemon: &mut Daemon, mongo: &TestMongo, source: &str, at_least: usize) {
@@ -194,21 +212,8 @@ async fn nats_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once()
     let second = daemon_with(&mongo, &nats.source(""), &[]).await;
     wait_stored(&mongo, total, &second).await;
     nats.wait_all_acked().await;
-    // Shown only if an assertion fails.
-    eprintln!(
-        "first run:\n{}\nsecond run:\n{}",
-        first.stderr(),
-        second.stderr()
-    );
+    show_runs(&first, &second).await;
     assert_exactly_once(&mongo, 0..total).await;
-    let m = second.metrics().await;
-    eprintln!(
-        "the restarted daemon found {} redelivered events stored already",
-        metric(
-            &m,
-            "mongopulse_source_events_total{source=\"clicks\",outcome=\"duplicate\"}"
-        )
-    );
     nats.delete().await;
 }
 
@@ -262,12 +267,7 @@ async fn nats_with_mongodb_paused_acknowledges_nothing_unstored_and_resumes() {
     let second = daemon_with(&mongo, &nats.source("max_in_flight = 64"), &env).await;
     wait_stored(&mongo, total, &second).await;
     nats.wait_all_acked().await;
-    // Shown only if an assertion fails.
-    eprintln!(
-        "first run:\n{}\nsecond run:\n{}",
-        first.stderr(),
-        second.stderr()
-    );
+    show_runs(&first, &second).await;
     assert_exactly_once(&mongo, 0..total).await;
     nats.delete().await;
 }
@@ -340,15 +340,8 @@ async fn amqp_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once()
         rabbit.ready().await == 0
     })
     .await;
+    show_runs(&first, &second).await;
     assert_exactly_once(&mongo, 0..total).await;
-    let m = second.metrics().await;
-    eprintln!(
-        "the restarted daemon found {} redelivered events stored already",
-        metric(
-            &m,
-            "mongopulse_source_events_total{source=\"orders\",outcome=\"duplicate\"}"
-        )
-    );
     rabbit.delete().await;
 }
 
@@ -470,10 +463,6 @@ async fn mqtt_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once()
     paused.store(false, std::sync::atomic::Ordering::SeqCst);
     publisher.await.expect("publisher");
     wait_stored(&mongo, total, &second).await;
-    eprintln!(
-        "first run:\n{}\nsecond run:\n{}",
-        first.stderr(),
-        second.stderr()
-    );
+    show_runs(&first, &second).await;
     assert_exactly_once(&mongo, 0..total).await;
 }
