@@ -1,5 +1,5 @@
 //! Ingest throughput per path: the same seed-shaped events pushed through HTTP and
-//! through each broker source (NATS JetStream, RabbitMQ, MQTT) until the daemon has
+//! through each broker source (Kafka, NATS JetStream, RabbitMQ, MQTT) until the daemon has
 //! stored and counted them all. Prints events/s, the ratio to HTTP, and the CPU
 //! seconds the daemon, the MongoDB server and the broker spent, which says where the
 //! time goes. Run by `scripts/bench-sources.sh`; not a criterion benchmark: it
@@ -8,7 +8,9 @@
 //! HTTP: 8 clients post the batches concurrently. Brokers: the messages are
 //! published first (untimed), then the clock runs from the moment the source is
 //! consuming to the last event stored (MQTT is published while the daemon
-//! consumes, staying within the broker's per-session queue).
+//! consumes, staying within the broker's per-session queue). Kafka's broker is
+//! librdkafka's mock cluster, which runs inside this program: its CPU is this
+//! program's.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use support::brokers::{daemon_with, metric, Mqtt, Nats, Rabbit};
+use support::brokers::{daemon_with, metric, Kafka, Mqtt, Nats, Rabbit};
 use support::daemon::{seed_event, Daemon, API_KEY};
 use support::mongo::TestMongo;
 
@@ -79,7 +81,13 @@ impl Clock {
             started: Instant::now(),
             daemon: at(daemon.pid()),
             mongo: at(mongo.server_pid().unwrap_or(0)),
-            broker: pids(broker).into_iter().map(at).collect(),
+            broker: match broker {
+                "this program" => vec![std::process::id()],
+                name => pids(name),
+            }
+            .into_iter()
+            .map(at)
+            .collect(),
         }
     }
 
@@ -220,6 +228,17 @@ async fn http(total: usize, bodies: &[Vec<u8>]) -> Row {
     clock.stop("HTTP (8 clients)")
 }
 
+async fn kafka(bodies: &[Vec<u8>]) -> Row {
+    let mongo = TestMongo::start().await;
+    let kafka = Kafka::new(4).await;
+    kafka.publish(bodies).await;
+    let daemon = daemon_with(&mongo, &kafka.source(""), &[]).await;
+    wait_consuming(&daemon, "views").await;
+    let clock = Clock::start(&daemon, &mongo, "this program");
+    wait_acked(&daemon, "views", bodies.len()).await;
+    clock.stop("Kafka (4 partitions)")
+}
+
 async fn nats(bodies: &[Vec<u8>]) -> Row {
     let mongo = TestMongo::start().await;
     let nats = Nats::new().await;
@@ -279,17 +298,18 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     // PATHS=mqtt,nats runs only those (HTTP always runs first, for the ratio).
-    let paths = std::env::var("PATHS").unwrap_or_else(|_| "nats,amqp,mqtt".into());
+    let paths = std::env::var("PATHS").unwrap_or_else(|_| "kafka,nats,amqp,mqtt".into());
     let bodies = batches(total, batch);
     eprintln!("HTTP…");
     let mut rows = vec![http(total, &bodies).await];
     for path in paths.split(',') {
         eprintln!("{path}…");
         rows.push(match path.trim() {
+            "kafka" => kafka(&bodies).await,
             "nats" => nats(&bodies).await,
             "amqp" => amqp(&bodies).await,
             "mqtt" => mqtt(&bodies).await,
-            other => panic!("PATHS: unknown path {other}; use nats, amqp, mqtt"),
+            other => panic!("PATHS: unknown path {other}; use kafka, nats, amqp, mqtt"),
         });
     }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 14's benchmark: the same EVENTS (default 1,000,000) seed-shaped events
-# through HTTP and through each broker source (NATS JetStream, RabbitMQ, MQTT) to
+# through HTTP and through each broker source (Kafka, NATS JetStream, RabbitMQ, MQTT) to
 # stored-and-counted, in one run; prints events/s, the ratio to HTTP and the CPU
 # seconds of the daemon, MongoDB and the broker. BATCH (default 100) events per
-# request or message; PATHS (default nats,amqp,mqtt) picks the brokers. Starts the
+# request or message; PATHS (default kafka,nats,amqp,mqtt) picks the brokers
+# (Kafka: librdkafka's mock cluster inside the benchmark program). Starts the
 # brokers if they are not answering.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,8 @@
 //! Broker sources, black-box: the real daemon consuming from the real brokers on
-//! loopback (NATS JetStream on 4222, RabbitMQ on 5672; `.ci/run` starts them),
-//! storing into the MongoDB stand-in (or the server in MONGODB_URI).
+//! loopback (NATS JetStream on 4222, RabbitMQ on 5672, Mosquitto on 1883; `.ci/run`
+//! starts them; Kafka: librdkafka's mock cluster, which each test starts and the
+//! daemons reach over TCP), storing into the MongoDB stand-in (or the server in
+//! MONGODB_URI).
 //!
 //! What a test checks is what the broker says (its own consumer and queue
 //! counts, read with its own client) and what `events` and the rollups hold.
@@ -15,7 +17,9 @@ use chrono::Utc;
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 use serde_json::{json, Value};
-use support::brokers::{bodies, daemon_with, metric, mqtt_daemon, unique, Mqtt, Nats, Rabbit};
+use support::brokers::{
+    bodies, daemon_with, metric, mqtt_daemon, unique, Kafka, Mqtt, Nats, Rabbit,
+};
 use support::daemon::{seed_event, signal, Daemon};
 use support::mongo::TestMongo;
 
@@ -465,4 +469,285 @@ async fn mqtt_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once()
     wait_stored(&mongo, total, &second).await;
     show_runs(&first, &second).await;
     assert_exactly_once(&mongo, 0..total).await;
+}
+
+// ---------------------------------------------------------------- Kafka
+
+/// The Kafka source's partitions this daemon holds, per its `/metrics`.
+async fn kafka_partitions_held(daemon: &Daemon) -> usize {
+    daemon
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("mongopulse_source_kafka_lag{"))
+        .count()
+}
+
+#[tokio::test]
+async fn kafka_events_are_stored_and_counted_and_bad_messages_dead_lettered_with_coordinates() {
+    let mongo = TestMongo::start().await;
+    let kafka = Kafka::new(3).await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let mut messages = bodies(0..300, at);
+    // Poison: not JSON, and an event without a timestamp (messages 10 and 20, so
+    // partition 1 and partition 2 at offset 3 and 6).
+    messages.insert(10, b"this is not json".to_vec());
+    let mut no_time = seed_event(9_999, at);
+    no_time.as_object_mut().unwrap().remove("timestamp");
+    messages.insert(20, no_time.to_string().into_bytes());
+    kafka.publish(&messages).await;
+
+    let daemon = daemon_with(&mongo, &kafka.source(""), &[]).await;
+    wait_stored(&mongo, 300, &daemon).await;
+    kafka.wait_all_committed().await;
+    assert_exactly_once(&mongo, 0..300).await;
+
+    let letters = support::recount::all(&mongo, "dead_letters", doc! {}).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let at_coordinates = |partition: i32, offset: i64| {
+        letters
+            .iter()
+            .find(|l| {
+                let o = l.get_document("origin").unwrap();
+                o.get_i32("partition").unwrap() == partition
+                    && o.get_i64("offset").unwrap() == offset
+            })
+            .unwrap_or_else(|| panic!("no dead letter at {partition}/{offset}: {letters:?}"))
+    };
+    let bad_json = at_coordinates(1, 3);
+    assert_eq!(bad_json.get_str("raw").unwrap(), "this is not json");
+    let origin = bad_json.get_document("origin").unwrap();
+    assert_eq!(origin.get_str("kind").unwrap(), "kafka");
+    assert_eq!(origin.get_str("source").unwrap(), "views");
+    assert_eq!(origin.get_str("topic").unwrap(), kafka.topic);
+    assert_eq!(origin.get_str("group").unwrap(), kafka.group);
+    assert_eq!(at_coordinates(2, 6).get_str("path").unwrap(), "timestamp");
+
+    support::until("the lag of every partition reads 0", || async {
+        let m = daemon.metrics().await;
+        (0..3).all(|p| {
+            m.lines().any(|l| {
+                l.starts_with("mongopulse_source_kafka_lag{")
+                    && l.contains(&format!("partition=\"{p}\""))
+                    && l.ends_with(" 0")
+            })
+        })
+    })
+    .await;
+    let m = daemon.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "mongopulse_source_events_total{source=\"views\",outcome=\"stored\"}"
+        ),
+        300.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "mongopulse_source_messages_acked_total{source=\"views\"}"
+        ),
+        messages.len() as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "mongopulse_source_up{source=\"views\"}"),
+        1.0,
+        "{m}"
+    );
+    let ready: Value = reqwest::get(daemon.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["sources"]["views"], "ok", "{ready}");
+}
+
+#[tokio::test]
+async fn kafka_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once() {
+    let mongo = TestMongo::start().await;
+    let kafka = Kafka::new(2).await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let total = 3000;
+    let config = kafka.source("max_in_flight = 64");
+    let mut first = daemon_with(&mongo, &config, &[]).await;
+    let publisher = {
+        let (producer, topic) = (kafka.producer.clone(), kafka.topic.clone());
+        tokio::spawn(async move {
+            for chunk in bodies(0..total, at).chunks(50) {
+                support::brokers::publish_kafka(&producer, &topic, 2, chunk).await;
+            }
+        })
+    };
+    kill_mid_stream(&mut first, &mongo, "views", total / 4).await;
+    publisher.await.expect("publisher");
+    eprintln!(
+        "killed with {} events stored; committed {:?} of {:?}",
+        stored(&mongo).await.len(),
+        kafka.committed(),
+        kafka.ends()
+    );
+
+    let second = daemon_with(&mongo, &config, &[]).await;
+    wait_stored(&mongo, total, &second).await;
+    kafka.wait_all_committed().await;
+    show_runs(&first, &second).await;
+    assert_exactly_once(&mongo, 0..total).await;
+}
+
+#[tokio::test]
+async fn kafka_two_daemons_in_one_group_split_partitions_and_the_survivor_takes_over() {
+    let mongo = TestMongo::start().await;
+    let kafka = Kafka::new(4).await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let total = 4000;
+    let config = kafka.source("max_in_flight = 64");
+    let survivor = daemon_with(&mongo, &config, &[("MONGOPULSE__WRITER_ID", "a")]).await;
+    let mut victim = daemon_with(&mongo, &config, &[("MONGOPULSE__WRITER_ID", "b")]).await;
+    support::until("the two daemons split the four partitions", || async {
+        kafka_partitions_held(&survivor).await == 2 && kafka_partitions_held(&victim).await == 2
+    })
+    .await;
+    let publisher = {
+        let (producer, topic) = (kafka.producer.clone(), kafka.topic.clone());
+        tokio::spawn(async move {
+            for chunk in bodies(0..total, at).chunks(50) {
+                support::brokers::publish_kafka(&producer, &topic, 4, chunk).await;
+            }
+        })
+    };
+    kill_mid_stream(&mut victim, &mongo, "views", total / 4).await;
+    support::until("the survivor holds every partition", || async {
+        kafka_partitions_held(&survivor).await == 4
+    })
+    .await;
+    publisher.await.expect("publisher");
+    wait_stored(&mongo, total, &survivor).await;
+    kafka.wait_all_committed().await;
+    let by_writer = |w: &'static str| {
+        let mongo = &mongo;
+        async move {
+            support::recount::all(mongo, "events", doc! { "writer": w })
+                .await
+                .len()
+        }
+    };
+    let (a, b) = (by_writer("a").await, by_writer("b").await);
+    assert!(a > 0 && b > 0, "both daemons stored events: a {a}, b {b}");
+    // The killed daemon's last minutes are counted when it comes back under its
+    // writer_id (recovery reads its events), as any daemon's after a crash.
+    let back = daemon_with(&mongo, &config, &[("MONGOPULSE__WRITER_ID", "b")]).await;
+    show_runs(&victim, &survivor).await;
+    assert_exactly_once(&mongo, 0..total).await;
+    drop(back);
+}
+
+#[tokio::test]
+async fn kafka_with_mongodb_paused_commits_nothing_unstored_and_resumes() {
+    let mongo = TestMongo::start().await;
+    let Some(pid) = mongo.server_pid() else {
+        eprintln!("skipped: pausing MongoDB needs a local test server (MONGODB_URI is set)");
+        return;
+    };
+    let kafka = Kafka::new(2).await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let total = 2000;
+    let env = [("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "1000")];
+    let config = kafka.source("max_in_flight = 32");
+    let mut first = daemon_with(&mongo, &config, &env).await;
+    let published: Vec<Vec<u8>> = bodies(0..total, at);
+    kafka.publish(&published[..published.len() / 2]).await;
+    wait_stored(&mongo, 1, &first).await;
+
+    signal(pid, "STOP");
+    kafka.publish(&published[published.len() / 2..]).await;
+    support::until("the source retries while MongoDB is paused", || async {
+        metric(
+            &first.metrics().await,
+            "mongopulse_source_retries_total{source=\"views\"}",
+        ) > 0.0
+    })
+    .await;
+    let held = metric(
+        &first.metrics().await,
+        "mongopulse_source_in_flight{source=\"views\"}",
+    );
+    assert!(
+        held <= 64.0,
+        "bounded: {held} messages held (32 a partition)"
+    );
+    first.signal("KILL");
+    first.wait(support::PATIENCE);
+    let committed = kafka.committed();
+    signal(pid, "CONT");
+    // Every message below a partition's committed offset has all its events stored.
+    let seqs = stored(&mongo).await;
+    let unstored: Vec<i64> = published
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (*i as i64 / 2) < committed[i % 2])
+        .flat_map(|(_, b)| seqs_in(b))
+        .filter(|s| !seqs.contains_key(s))
+        .collect();
+    assert!(
+        unstored.is_empty(),
+        "committed through {committed:?}, but these events were not stored: {unstored:?}"
+    );
+    assert!(
+        committed.iter().zip(kafka.ends()).any(|(c, e)| *c < e),
+        "something was left to consume after the pause"
+    );
+
+    let second = daemon_with(&mongo, &config, &env).await;
+    wait_stored(&mongo, total, &second).await;
+    kafka.wait_all_committed().await;
+    show_runs(&first, &second).await;
+    assert_exactly_once(&mongo, 0..total).await;
+}
+
+#[tokio::test]
+async fn kafka_broker_that_goes_away_is_reported_down_then_reconnected() {
+    let mongo = TestMongo::start().await;
+    let kafka = Kafka::new(1).await;
+    let Some(mock) = &kafka.mock else {
+        eprintln!("skipped: stopping the broker needs the mock cluster (MONGOPULSE_TEST_KAFKA_BROKERS is set)");
+        return;
+    };
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let daemon = daemon_with(&mongo, &kafka.source(""), &[]).await;
+    kafka.publish(&bodies(0..100, at)).await;
+    wait_stored(&mongo, 100, &daemon).await;
+
+    mock.broker_down(1).expect("stop the mock broker");
+    support::until(
+        "readiness and /metrics say the Kafka source is down",
+        || async {
+            let Ok(r) = reqwest::get(daemon.url("/readyz")).await else {
+                return false;
+            };
+            let body: Value = r.json().await.unwrap_or(json!({}));
+            body["sources"]["views"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Kafka:"))
+                && metric(
+                    &daemon.metrics().await,
+                    "mongopulse_source_up{source=\"views\"}",
+                ) == 0.0
+        },
+    )
+    .await;
+    mock.broker_up(1).expect("start the mock broker again");
+    kafka.publish(&bodies(100..200, at)).await;
+    wait_stored(&mongo, 200, &daemon).await;
+    support::until("the source is up again", || async {
+        metric(
+            &daemon.metrics().await,
+            "mongopulse_source_up{source=\"views\"}",
+        ) == 1.0
+    })
+    .await;
+    kafka.wait_all_committed().await;
+    assert_exactly_once(&mongo, 0..200).await;
 }

@@ -452,18 +452,29 @@ mod tests {
             name = "orders"
             url = "amqp://pulse:AMQP-PW-42@rabbit:5672/%2f"
             queue = "events"
+
+            [[ingest.sources]]
+            kind = "kafka"
+            name = "views"
+            topics = ["events"]
+            options = { "sasl.username" = "pulse", "sasl.password" = "KAFKA-PW-77" }
             "#,
         )
         .unwrap();
-        assert_eq!(c.ingest.sources.len(), 2);
+        assert_eq!(c.ingest.sources.len(), 3);
         let text = c.to_redacted_toml();
         assert!(
-            !text.contains("NATS-PW-91") && !text.contains("AMQP-PW-42"),
+            !text.contains("NATS-PW-91")
+                && !text.contains("AMQP-PW-42")
+                && !text.contains("KAFKA-PW-77"),
             "{text}"
         );
 
         for (bad, says) in [
-            ("kind = \"kafka\"\nname = \"k\"", "kafka"),
+            (
+                "kind = \"kafka\"\nname = \"k\"\ntopics = []",
+                "topics must name",
+            ),
             (
                 "kind = \"nats\"\nname = \"a b\"\nstream = \"S\"",
                 "name 'a b'",

@@ -1,4 +1,4 @@
-//! Broker sources: events consumed from NATS JetStream, AMQP 0-9-1 (RabbitMQ) and MQTT.
+//! Broker sources: events consumed from Kafka, NATS JetStream, AMQP 0-9-1 (RabbitMQ) and MQTT.
 //!
 //! In: the `[[ingest.sources]]` of the configuration, and messages from those
 //! brokers (one event, a JSON array or NDJSON, as an HTTP body). Out: events
@@ -7,14 +7,15 @@
 //! broker acknowledgement for each message only once MongoDB has acknowledged
 //! all of it.
 //!
-//! [`intake`] is the one message path every broker shares; [`nats`], [`amqp`]
-//! and [`mqtt`] only fetch, acknowledge and say where a message came from. Every
+//! [`intake`] is the one message path every broker shares; [`kafka`], [`nats`],
+//! [`amqp`] and [`mqtt`] only fetch, acknowledge and say where a message came from. Every
 //! event without an id gets `<source>:<coordinate>#<index>`, a coordinate the
 //! broker keeps across redeliveries, so the rollups' id ledger (see
 //! `rollup::ids`) drops the copies a redelivery brings.
 
 pub mod amqp;
 pub mod intake;
+pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 
@@ -37,6 +38,7 @@ pub use intake::Intake;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
+    Kafka(kafka::KafkaConfig),
     Nats(nats::NatsConfig),
     Amqp(amqp::AmqpConfig),
     Mqtt(mqtt::MqttConfig),
@@ -45,6 +47,7 @@ pub enum SourceConfig {
 impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
+            SourceConfig::Kafka(c) => &c.name,
             SourceConfig::Nats(c) => &c.name,
             SourceConfig::Amqp(c) => &c.name,
             SourceConfig::Mqtt(c) => &c.name,
@@ -64,6 +67,7 @@ impl SourceConfig {
             ));
         }
         match self {
+            SourceConfig::Kafka(c) => c.validate(),
             SourceConfig::Nats(c) => c.validate(),
             SourceConfig::Amqp(c) => c.validate(),
             SourceConfig::Mqtt(c) => c.validate(),
@@ -74,6 +78,7 @@ impl SourceConfig {
     /// The same entry with its secrets masked, for `print-config`.
     pub fn redacted(&self) -> SourceConfig {
         match self {
+            SourceConfig::Kafka(c) => SourceConfig::Kafka(c.redacted()),
             SourceConfig::Nats(c) => SourceConfig::Nats(nats::NatsConfig {
                 password: c.password.as_ref().map(|_| "****".into()),
                 token: c.token.as_ref().map(|_| "****".into()),
@@ -117,8 +122,11 @@ pub struct SourceMetrics {
     /// 1 while connected and consuming, 0 while down.
     pub up: Family<SourceLabel, Gauge>,
     /// Messages the broker holds for this source that it has not acknowledged yet
-    /// (NATS: pending + unacknowledged; AMQP: ready in the queue), read every few seconds.
+    /// (Kafka: lag of the assigned partitions; NATS: pending + unacknowledged; AMQP:
+    /// ready in the queue), read every few seconds.
     pub backlog: Family<SourceLabel, Gauge>,
+    /// Kafka: per assigned partition, high watermark − committed offset.
+    pub kafka_lag: Family<kafka::PartitionLabel, Gauge>,
 }
 
 impl SourceMetrics {
@@ -152,8 +160,13 @@ impl SourceMetrics {
         );
         r.register(
             "backlog",
-            "Messages the broker still holds for this source (NATS: pending and unacknowledged; AMQP: ready in the queue)",
+            "Messages the broker still holds for this source (Kafka: lag of its partitions; NATS: pending and unacknowledged; AMQP: ready in the queue)",
             m.backlog.clone(),
+        );
+        r.register(
+            "kafka_lag",
+            "Kafka consumer lag of each partition this daemon holds: high watermark minus committed offset",
+            m.kafka_lag.clone(),
         );
         m
     }
@@ -182,6 +195,7 @@ pub fn start(
             let intake = intake.clone();
             let stop = stop.clone();
             match c.clone() {
+                SourceConfig::Kafka(c) => tokio::spawn(kafka::run(c, intake, stop)),
                 SourceConfig::Nats(c) => tokio::spawn(nats::run(c, intake, stop)),
                 SourceConfig::Amqp(c) => tokio::spawn(amqp::run(c, intake, stop)),
                 SourceConfig::Mqtt(c) => tokio::spawn(mqtt::run(c, intake, stop)),
@@ -205,18 +219,30 @@ pub(crate) struct Supervisor {
     intake: Arc<Intake>,
     redactor: Redactor,
     pause: Duration,
+    /// Why the source is down, while it is.
+    down_since: Option<String>,
 }
 
 impl Supervisor {
     /// `url` is only read for the secrets to keep out of the log.
     pub fn new(broker: &'static str, name: &str, url: &str, intake: &Arc<Intake>) -> Self {
+        Self::with_redactor(broker, name, Redactor::for_uri(url), intake)
+    }
+
+    pub fn with_redactor(
+        broker: &'static str,
+        name: &str,
+        redactor: Redactor,
+        intake: &Arc<Intake>,
+    ) -> Self {
         Supervisor {
             broker,
             name: name.to_string(),
             label: SourceMetrics::label(name),
             intake: intake.clone(),
-            redactor: Redactor::for_uri(url),
+            redactor,
             pause: FIRST_RECONNECT,
+            down_since: None,
         }
     }
 
@@ -225,19 +251,31 @@ impl Supervisor {
         self.intake.metrics.up.get_or_create(&self.label).set(1);
         self.intake.events.readiness.set_source(&self.name, None);
         self.pause = FIRST_RECONNECT;
+        if self.down_since.take().is_some() {
+            tracing::info!(source = self.name, "{} source up again", self.broker);
+        }
+    }
+
+    /// The source cannot reach its broker (`why`): `/metrics`, readiness, and a log
+    /// line when the reason is new.
+    pub fn report_down(&mut self, why: &str) {
+        let why = self.redactor.clean(why);
+        let (broker, name) = (self.broker, self.name.as_str());
+        self.intake.metrics.up.get_or_create(&self.label).set(0);
+        if self.down_since.as_deref() != Some(why.as_str()) {
+            tracing::warn!(source = name, "{broker} source down: {why}; reconnecting");
+        }
+        self.intake
+            .events
+            .readiness
+            .set_source(name, Some(format!("{broker}: {why}")));
+        self.down_since = Some(why);
     }
 
     /// The source lost its broker (`why`); waits before the next try. `false` if
     /// `stop` turned true meanwhile.
     pub async fn down(&mut self, why: &str, stop: &mut watch::Receiver<bool>) -> bool {
-        let why = self.redactor.clean(why);
-        let (broker, name) = (self.broker, self.name.as_str());
-        self.intake.metrics.up.get_or_create(&self.label).set(0);
-        tracing::warn!(source = name, "{broker} source down: {why}; reconnecting");
-        self.intake
-            .events
-            .readiness
-            .set_source(name, Some(format!("{broker}: {why}")));
+        self.report_down(why);
         let pause = self.pause;
         self.pause = (self.pause * 2).min(LONGEST_RECONNECT);
         tokio::select! {

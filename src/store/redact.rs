@@ -58,6 +58,17 @@ impl Redactor {
         }
     }
 
+    /// Masks the given secrets (non-empty ones), for connections configured by fields
+    /// rather than a URI.
+    pub fn for_secrets(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactor {
+            secrets,
+            ..Default::default()
+        }
+    }
+
     /// The `host:port` list as written in the URI (never contains credentials).
     pub fn hosts(&self) -> &str {
         &self.hosts

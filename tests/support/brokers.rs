@@ -324,3 +324,163 @@ pub async fn mqtt_daemon(mongo: &TestMongo, config: &str) -> Daemon {
     .await;
     daemon
 }
+
+/// A Kafka-protocol broker: librdkafka's mock cluster, in the test's process, reached
+/// by the daemons over TCP on loopback like any broker; or the brokers in
+/// `MONGOPULSE_TEST_KAFKA_BROKERS` (a real cluster) when that is set.
+pub struct Kafka {
+    /// The mock brokers (broker id 1), kept running; `None` on a real cluster.
+    pub mock:
+        Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    pub brokers: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub group: String,
+    pub producer: rdkafka::producer::FutureProducer,
+}
+
+impl Kafka {
+    /// A topic of `partitions` partitions, new to this test.
+    pub async fn new(partitions: i32) -> Kafka {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let topic = unique("pulse");
+        let (mock, brokers) = match std::env::var("MONGOPULSE_TEST_KAFKA_BROKERS") {
+            Ok(brokers) => {
+                let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()
+                    .expect("Kafka admin client");
+                let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+                admin
+                    .create_topics([&new], &AdminOptions::new())
+                    .await
+                    .expect("create the test's topic");
+                (None, brokers)
+            }
+            Err(_) => {
+                let mock = rdkafka::mocking::MockCluster::new(1).expect("Kafka mock cluster");
+                mock.create_topic(&topic, partitions, 1)
+                    .expect("create the test's topic");
+                let brokers = mock.bootstrap_servers();
+                (Some(mock), brokers)
+            }
+        };
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .expect("Kafka producer");
+        Kafka {
+            mock,
+            brokers,
+            group: unique("group"),
+            topic,
+            partitions,
+            producer,
+        }
+    }
+
+    /// Publishes `bodies`, message i to partition i % partitions, each waited for
+    /// until the broker acknowledged it.
+    pub async fn publish(&self, bodies: &[Vec<u8>]) {
+        publish_kafka(&self.producer, &self.topic, self.partitions, bodies).await;
+    }
+
+    pub fn source(&self, extra: &str) -> String {
+        format!(
+            "[[ingest.sources]]\nkind = \"kafka\"\nname = \"views\"\nbrokers = \"{}\"\ntopics = [\"{}\"]\ngroup_id = \"{}\"\n{extra}\n[ingest.sources.options]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+            self.brokers, self.topic, self.group
+        )
+    }
+
+    /// The group's committed offset of each partition (`-1`: none), as Kafka holds them.
+    pub fn committed(&self) -> Vec<i64> {
+        let partitions = self.partitions;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .create()
+            .expect("Kafka consumer");
+        let mut list = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition(&self.topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .expect("the group's committed offsets");
+        (0..partitions)
+            .map(
+                |p| match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                    Some(rdkafka::Offset::Offset(o)) => o,
+                    _ => -1,
+                },
+            )
+            .collect()
+    }
+
+    /// Messages in each partition (high watermark), as Kafka holds them.
+    pub fn ends(&self) -> Vec<i64> {
+        let partitions = self.partitions;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("Kafka consumer");
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
+    }
+
+    /// Waits until the group committed every message of every partition.
+    pub async fn wait_all_committed(&self) {
+        let deadline = Instant::now() + super::PATIENCE;
+        loop {
+            let (committed, ends) = (self.committed(), self.ends());
+            if committed == ends {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never all committed: committed {committed:?}, ends {ends:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Publishes round-robin over the topic's `partitions`, waiting for every
+/// acknowledgement of a window before the next.
+pub async fn publish_kafka(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    partitions: i32,
+    bodies: &[Vec<u8>],
+) {
+    use rdkafka::producer::FutureRecord;
+    for (w, window) in bodies.chunks(512).enumerate() {
+        let mut sends = Vec::with_capacity(window.len());
+        for (i, b) in window.iter().enumerate() {
+            let partition = ((w * 512 + i) % partitions as usize) as i32;
+            let record = FutureRecord::<(), [u8]>::to(topic)
+                .partition(partition)
+                .payload(b.as_slice());
+            match producer.send_result(record) {
+                Ok(delivery) => sends.push(delivery),
+                Err((e, _)) => panic!("could not queue a message for Kafka: {e}"),
+            }
+        }
+        for s in sends {
+            s.await
+                .expect("delivery report")
+                .map_err(|(e, _)| e)
+                .expect("Kafka stored the message");
+        }
+    }
+}

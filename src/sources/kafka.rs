@@ -1,0 +1,808 @@
+//! Kafka: topics consumed in a consumer group; a partition's offset is committed
+//! only up to its first message not yet stored.
+//!
+//! In: the messages of the partitions the group assigns to this daemon. Out: each
+//! one handed to [`Intake::settle`], and offsets committed (synchronously, so
+//! Kafka holds them) up to the first message not yet settled. A rebalance first
+//! lets the messages of the partitions being taken away settle, commits them, and
+//! only then hands the partitions over.
+//!
+//! librdkafka's consumer and its rebalance callbacks are blocking, so the consumer
+//! lives on a thread of its own ([`poll_loop`]); the messages go to tokio tasks
+//! and their outcomes come back over a channel.
+//!
+//! Deduplication. A message's coordinate is `topic/partition/offset`, which every
+//! redelivery keeps. Kafka never says whether a message was delivered before, so
+//! the daemon bounds where copies can be: it takes offset `o` of a partition only
+//! once Kafka holds a commit at or past `o - max_in_flight` ([`Partition`]).
+//! Whoever held the partition before — a daemon killed with SIGKILL, or one that
+//! lost it in a rebalance — cannot have stored a message past the commit it left
+//! plus `max_in_flight`; so the first `max_in_flight` messages of a partition after
+//! it is assigned are looked up in `events` before they are stored, and no other.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use prometheus_client::encoding::EncodeLabelSet;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::intake::{Intake, Message, Settled};
+use super::{SourceMetrics, Supervisor};
+use crate::store::Redactor;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Names the source in metrics, readiness, dead letters and event ids; every
+    /// daemon of one consumer group must give it the same name.
+    pub name: String,
+    /// `host:port[,host:port…]`: librdkafka's `bootstrap.servers`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// The consumer group; daemons sharing it split the partitions.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Messages of one partition taken and not yet committed. Also the redelivery
+    /// window: after an assignment, this many messages of the partition are looked up
+    /// in `events` before they are stored. Every daemon of the group needs the same.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Where a group with no committed offset starts: `earliest` or `latest`.
+    #[serde(default = "default_start")]
+    pub start_from: String,
+    /// librdkafka properties passed as they are: TLS (`security.protocol = "ssl"`,
+    /// `ssl.ca.location`, …), SASL (`sasl.mechanism`, `sasl.username`,
+    /// `sasl.password`), `session.timeout.ms`, … Not those the source owns (commits,
+    /// offsets, group and brokers).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_group() -> String {
+    "mongopulse".into()
+}
+fn default_in_flight() -> usize {
+    256
+}
+fn default_start() -> String {
+    "earliest".into()
+}
+
+/// Properties the source sets itself: overriding them would break the commit rule.
+const OWNED_OPTIONS: [&str; 7] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.partition.eof",
+    "partition.assignment.strategy",
+];
+
+/// Option names whose values are secrets: masked in `print-config` and in logs.
+fn is_secret_option(key: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "jaas",
+        "key.pem",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("brokers must list at least one host:port".into());
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.is_empty()) {
+            return Err("topics must name at least one topic, none empty".into());
+        }
+        if self.group_id.is_empty() {
+            return Err("group_id must not be empty".into());
+        }
+        if !(1..=65_535).contains(&self.max_in_flight) {
+            return Err(format!(
+                "max_in_flight must be between 1 and 65535, got {}",
+                self.max_in_flight
+            ));
+        }
+        if !["earliest", "latest"].contains(&self.start_from.as_str()) {
+            return Err(format!(
+                "start_from must be earliest or latest, got '{}'",
+                self.start_from
+            ));
+        }
+        if let Some(k) = self
+            .options
+            .keys()
+            .find(|k| OWNED_OPTIONS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "options: '{k}' is set by the source itself (use brokers, group_id or start_from; commits follow what MongoDB stored)"
+            ));
+        }
+        // librdkafka checks every name and value without connecting anywhere.
+        self.client_config()
+            .create_native_config()
+            .map(|_| ())
+            .map_err(|e| format!("options: {}", self.redactor().clean(&e.to_string())))
+    }
+
+    /// The same entry with its secret options masked.
+    pub fn redacted(&self) -> KafkaConfig {
+        let options = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_option(k) { "****" } else { v };
+                (k.clone(), v.to_string())
+            })
+            .collect();
+        KafkaConfig {
+            options,
+            ..self.clone()
+        }
+    }
+
+    fn redactor(&self) -> Redactor {
+        Redactor::for_secrets(
+            self.options
+                .iter()
+                .filter(|(k, _)| is_secret_option(k))
+                .map(|(_, v)| v.clone()),
+        )
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (k, v) in &self.options {
+            config.set(k, v);
+        }
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("client.id", format!("mongopulsed-{}", self.name))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", &self.start_from)
+            // Eager: a rebalance revokes every partition first, so a partition is
+            // never consumed by two daemons at once.
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        config
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub source: String,
+    pub topic: String,
+    pub partition: String,
+}
+
+/// One message handed from the consumer thread to the tokio side.
+struct Taken {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+    redelivered: bool,
+    /// Turns true when the partition is taken away or the daemon stops.
+    stop: watch::Receiver<bool>,
+}
+
+/// A message's outcome, from the tokio side back to the consumer thread.
+struct Done {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    stored: bool,
+}
+
+/// Consumes until `stop`. librdkafka reconnects to its brokers by itself; the
+/// source reports them down meanwhile.
+pub async fn run(c: KafkaConfig, intake: Arc<Intake>, stop: watch::Receiver<bool>) {
+    let (taken_tx, mut taken) = mpsc::unbounded_channel::<Taken>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+    let thread = {
+        let (c, intake, stop) = (c.clone(), intake.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("kafka-{}", c.name))
+            .spawn(move || poll_loop(c, intake, stop, taken_tx, done_rx))
+    };
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(
+                source = c.name,
+                "cannot start the Kafka consumer thread: {e}"
+            );
+            return;
+        }
+    };
+    let mut tasks = JoinSet::new();
+    // Ends when the consumer thread drops its sender: after it stopped and
+    // committed, which needs the outcomes of the tasks below.
+    while let Some(t) = taken.recv().await {
+        while tasks.try_join_next().is_some() {}
+        let (intake, c, done) = (intake.clone(), c.clone(), done_tx.clone());
+        tasks.spawn(async move {
+            let stored = take_one(&intake, &c, &t).await;
+            let _ = done.send(Done {
+                topic: t.topic,
+                partition: t.partition,
+                offset: t.offset,
+                stored,
+            });
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
+async fn take_one(intake: &Intake, c: &KafkaConfig, t: &Taken) -> bool {
+    let source = c.name.as_str();
+    let label = SourceMetrics::label(source);
+    let in_flight = intake.metrics.in_flight.get_or_create(&label).clone();
+    in_flight.inc();
+    let m = Message {
+        source,
+        body: &t.payload,
+        id_prefix: format!("{source}:{}/{}/{}", t.topic, t.partition, t.offset),
+        origin: doc! {
+            "source": source,
+            "kind": "kafka",
+            "topic": &*t.topic,
+            "partition": t.partition,
+            "offset": t.offset,
+            "group": &c.group_id,
+        },
+        redelivered: t.redelivered,
+    };
+    let mut stop = t.stop.clone();
+    let stored = intake.settle(&m, &mut stop).await == Settled::Ack;
+    if stored {
+        intake.metrics.messages_acked.get_or_create(&label).inc();
+    }
+    in_flight.dec();
+    stored
+}
+
+/// Where one assigned partition stands. Pure bookkeeping; the consumer thread does
+/// the I/O.
+#[derive(Debug)]
+struct Partition {
+    /// The offset Kafka holds as committed (the next to read). Set by the first
+    /// message after the assignment, which is where the previous holder's commit
+    /// left off.
+    committed: Option<i64>,
+    /// Offsets below this may have been stored by the previous holder.
+    redelivery_end: i64,
+    /// Messages taken and not yet committed: offset → settled (stored).
+    taken: BTreeMap<i64, bool>,
+    /// Fetched, not yet taken: the window was full.
+    held: VecDeque<(i64, Vec<u8>)>,
+    paused: bool,
+    stop: watch::Sender<bool>,
+}
+
+impl Partition {
+    fn new() -> Self {
+        Partition {
+            committed: None,
+            redelivery_end: 0,
+            taken: BTreeMap::new(),
+            held: VecDeque::new(),
+            paused: false,
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// Whether `offset` may be taken now: never past the last commit plus `window`.
+    fn may_take(&mut self, offset: i64, window: usize) -> bool {
+        let committed = *self.committed.get_or_insert_with(|| {
+            self.redelivery_end = offset + window as i64;
+            offset
+        });
+        offset < committed + window as i64
+    }
+
+    /// Records a taken message; returns whether it may be a copy of one stored before.
+    fn take(&mut self, offset: i64) -> bool {
+        self.taken.insert(offset, false);
+        offset < self.redelivery_end
+    }
+
+    fn settled(&mut self, offset: i64, stored: bool) {
+        if let Some(s) = self.taken.get_mut(&offset) {
+            *s = stored;
+        }
+    }
+
+    /// The offset to commit when the messages from the last commit on are stored.
+    fn commit_point(&self) -> Option<i64> {
+        let committed = self.committed?;
+        let mut point = committed;
+        for (&offset, &stored) in &self.taken {
+            if !stored {
+                break;
+            }
+            point = offset + 1;
+        }
+        (point > committed).then_some(point)
+    }
+
+    /// Kafka now holds `point` as committed.
+    fn committed_at(&mut self, point: i64) {
+        self.committed = Some(point);
+        self.taken = self.taken.split_off(&point);
+    }
+
+    fn unsettled(&self) -> usize {
+        self.taken.values().filter(|s| !**s).count()
+    }
+}
+
+type Key = (Arc<str>, i32);
+
+/// What the consumer thread and its rebalance callbacks share. Only that thread
+/// touches it (librdkafka runs the callbacks inside `poll`), so the locks are
+/// never contended; they are there because the context must be `Sync`.
+struct Context {
+    name: String,
+    window: usize,
+    partitions: Mutex<HashMap<Key, Partition>>,
+    done: Mutex<Receiver<Done>>,
+    taken: mpsc::UnboundedSender<Taken>,
+    /// The last error librdkafka reported (broker down, …), for the supervisor.
+    error: Mutex<Option<String>>,
+    redactor: Redactor,
+    intake: Arc<Intake>,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let text = self.redactor.clean(log_message);
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(source = self.name, "librdkafka {fac}: {text}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(source = self.name, "librdkafka {fac}: {text}")
+            }
+            _ => tracing::debug!(source = self.name, "librdkafka {fac}: {text}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let why = self.redactor.clean(&format!("{error}: {reason}"));
+        *lock(&self.error) = Some(why);
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let keys: Vec<Key> = list
+                    .elements()
+                    .iter()
+                    .map(|e| (Arc::from(e.topic()), e.partition()))
+                    .collect();
+                self.hand_over(consumer, &keys);
+            }
+            Rebalance::Assign(list) => {
+                let mut parts = lock(&self.partitions);
+                let mut names = Vec::new();
+                for e in list.elements() {
+                    parts
+                        .entry((Arc::from(e.topic()), e.partition()))
+                        .or_insert_with(Partition::new);
+                    names.push(format!("{}/{}", e.topic(), e.partition()));
+                }
+                tracing::info!(source = self.name, "assigned partitions {names:?}");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(source = self.name, "rebalance failed: {e}");
+            }
+        }
+    }
+}
+
+/// How long a rebalance or a stop waits for the messages being stored. An insert
+/// MongoDB has not answered by then may still complete after the hand-over (README).
+const HAND_OVER_WAIT: Duration = Duration::from_secs(30);
+
+impl Context {
+    /// Takes the outcomes that came back; waits up to `wait` for the first one.
+    fn collect_done(&self, wait: Duration) {
+        let done = lock(&self.done);
+        let mut parts = lock(&self.partitions);
+        let mut apply = |d: Done| {
+            if let Some(p) = parts.get_mut(&(d.topic, d.partition)) {
+                p.settled(d.offset, d.stored);
+            }
+        };
+        match done.recv_timeout(wait) {
+            Ok(d) => apply(d),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
+        }
+        while let Ok(d) = done.try_recv() {
+            apply(d);
+        }
+    }
+
+    /// Commits, synchronously, what is stored of `keys` (all partitions if `None`).
+    fn commit(&self, consumer: &BaseConsumer<Self>, keys: Option<&[Key]>) {
+        let mut parts = lock(&self.partitions);
+        let mut list = TopicPartitionList::new();
+        let mut points = Vec::new();
+        for (key, p) in parts.iter() {
+            if keys.is_some_and(|k| !k.contains(key)) {
+                continue;
+            }
+            if let Some(point) = p.commit_point() {
+                let _ = list.add_partition_offset(&key.0, key.1, Offset::Offset(point));
+                points.push((key.clone(), point));
+            }
+        }
+        if points.is_empty() {
+            return;
+        }
+        match consumer.commit(&list, CommitMode::Sync) {
+            Ok(()) => {
+                for (key, point) in points {
+                    if let Some(p) = parts.get_mut(&key) {
+                        p.committed_at(point);
+                    }
+                }
+            }
+            // Kept: the next commit carries these offsets again.
+            Err(e) => tracing::warn!(
+                source = self.name,
+                "could not commit offsets ({}); retrying",
+                self.redactor.clean(&e.to_string())
+            ),
+        }
+    }
+
+    /// Lets the messages of `keys` settle (or give up, their partition stopped),
+    /// commits them, and forgets the partitions.
+    fn hand_over(&self, consumer: &BaseConsumer<Self>, keys: &[Key]) {
+        for key in keys {
+            if let Some(p) = lock(&self.partitions).get(key) {
+                let _ = p.stop.send(true);
+            }
+        }
+        let deadline = Instant::now() + HAND_OVER_WAIT;
+        loop {
+            let unsettled: usize = lock(&self.partitions)
+                .iter()
+                .filter(|(k, _)| keys.contains(k))
+                .map(|(_, p)| p.unsettled())
+                .sum();
+            if unsettled == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    source = self.name,
+                    "handing over partitions with {unsettled} messages not yet answered by MongoDB"
+                );
+                break;
+            }
+            self.collect_done(Duration::from_millis(50));
+        }
+        self.commit(consumer, Some(keys));
+        let mut parts = lock(&self.partitions);
+        let mut handed = Vec::new();
+        for key in keys {
+            if let Some(p) = parts.remove(key) {
+                handed.push(format!("{}/{} at {:?}", key.0, key.1, p.committed));
+            }
+            self.intake.metrics.kafka_lag.remove(&PartitionLabel {
+                source: self.name.clone(),
+                topic: key.0.to_string(),
+                partition: key.1.to_string(),
+            });
+        }
+        if !handed.is_empty() {
+            tracing::info!(source = self.name, "handed over partitions {handed:?}");
+        }
+    }
+
+    /// A fetched message: taken if its partition's window has room, else held (and
+    /// the partition paused until there is room).
+    fn fetched(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: Vec<u8>,
+    ) {
+        let key: Key = (Arc::from(topic), partition);
+        let mut parts = lock(&self.partitions);
+        let p = parts.entry(key.clone()).or_insert_with(Partition::new);
+        if p.held.is_empty() && p.may_take(offset, self.window) {
+            self.dispatch(&key, p, offset, payload);
+            return;
+        }
+        p.held.push_back((offset, payload));
+        if !p.paused {
+            p.paused = true;
+            let _ = consumer.pause(&one_partition(&key));
+        }
+    }
+
+    /// Takes the held messages that fit now; resumes partitions that hold none.
+    fn release_held(&self, consumer: &BaseConsumer<Self>) {
+        let mut parts = lock(&self.partitions);
+        for (key, p) in parts.iter_mut() {
+            while let Some(&(offset, _)) = p.held.front() {
+                if !p.may_take(offset, self.window) {
+                    break;
+                }
+                if let Some((offset, payload)) = p.held.pop_front() {
+                    self.dispatch(key, p, offset, payload);
+                }
+            }
+            if p.paused && p.held.is_empty() {
+                p.paused = false;
+                let _ = consumer.resume(&one_partition(key));
+            }
+        }
+    }
+
+    fn dispatch(&self, key: &Key, p: &mut Partition, offset: i64, payload: Vec<u8>) {
+        let redelivered = p.take(offset);
+        let _ = self.taken.send(Taken {
+            topic: key.0.clone(),
+            partition: key.1,
+            offset,
+            payload,
+            redelivered,
+            stop: p.stop.subscribe(),
+        });
+    }
+
+    /// Kafka's lag of each assigned partition (high watermark − committed offset).
+    fn measure_lag(&self, consumer: &BaseConsumer<Self>) {
+        let keys: Vec<(Key, Option<i64>)> = lock(&self.partitions)
+            .iter()
+            .map(|(k, p)| (k.clone(), p.committed))
+            .collect();
+        let mut backlog = 0;
+        for ((topic, partition), committed) in keys {
+            let Ok((low, high)) =
+                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(1))
+            else {
+                continue;
+            };
+            let lag = (high - committed.unwrap_or(low)).max(0);
+            backlog += lag;
+            self.intake
+                .metrics
+                .kafka_lag
+                .get_or_create(&PartitionLabel {
+                    source: self.name.clone(),
+                    topic: topic.to_string(),
+                    partition: partition.to_string(),
+                })
+                .set(lag);
+        }
+        self.intake
+            .metrics
+            .backlog
+            .get_or_create(&SourceMetrics::label(&self.name))
+            .set(backlog);
+    }
+}
+
+fn one_partition(key: &Key) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&key.0, key.1);
+    list
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How often the partitions' lag and the brokers are looked at, and how often at
+/// most stored offsets are committed while messages flow.
+const LAG_EVERY: Duration = Duration::from_secs(2);
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
+
+/// The consumer thread: polls, hands messages to the tokio side, commits what
+/// was stored, and on `stop` lets its messages settle, commits and leaves the group.
+fn poll_loop(
+    c: KafkaConfig,
+    intake: Arc<Intake>,
+    stop: watch::Receiver<bool>,
+    taken: mpsc::UnboundedSender<Taken>,
+    done: Receiver<Done>,
+) {
+    let redactor = c.redactor();
+    let mut supervisor = Supervisor::with_redactor("Kafka", &c.name, redactor.clone(), &intake);
+    let context = Context {
+        name: c.name.clone(),
+        window: c.max_in_flight,
+        partitions: Mutex::new(HashMap::new()),
+        done: Mutex::new(done),
+        taken,
+        error: Mutex::new(None),
+        redactor: redactor.clone(),
+        intake,
+    };
+    let consumer: BaseConsumer<Context> = match c.client_config().create_with_context(context) {
+        Ok(consumer) => consumer,
+        Err(e) => {
+            // The options were checked at start; this is librdkafka refusing anyway.
+            supervisor.report_down(&format!("cannot create the consumer: {e}"));
+            return;
+        }
+    };
+    let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
+    if let Err(e) = consumer.subscribe(&topics) {
+        supervisor.report_down(&format!("cannot subscribe to {topics:?}: {e}"));
+        return;
+    }
+    tracing::info!(
+        source = c.name,
+        "consuming Kafka topics {topics:?} in group '{}'",
+        c.group_id
+    );
+    let ctx = consumer.context().clone();
+    let mut last_commit = Instant::now();
+    let mut last_look = Instant::now() - LAG_EVERY;
+    while !*stop.borrow() {
+        ctx.collect_done(Duration::ZERO);
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            ctx.commit(&consumer, None);
+            last_commit = Instant::now();
+        }
+        ctx.release_held(&consumer);
+        match consumer.poll(Duration::from_millis(50)) {
+            None => {}
+            Some(Ok(m)) => {
+                let payload = m.payload().unwrap_or_default().to_vec();
+                let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+                drop(m);
+                ctx.fetched(&consumer, &topic, partition, offset, payload);
+            }
+            Some(Err(e)) => {
+                *lock(&ctx.error) = Some(redactor.clean(&e.to_string()));
+            }
+        }
+        if last_look.elapsed() >= LAG_EVERY {
+            last_look = Instant::now();
+            // Down while librdkafka reports errors or the brokers do not answer;
+            // an error not repeated since the last look is over.
+            let reported = lock(&ctx.error).take();
+            match (
+                consumer.fetch_metadata(Some(topics[0]), Duration::from_secs(1)),
+                reported,
+            ) {
+                (Ok(_), None) => {
+                    supervisor.up();
+                    ctx.measure_lag(&consumer);
+                }
+                (Ok(_), Some(why)) => supervisor.report_down(&why),
+                (Err(e), reported) => supervisor.report_down(
+                    &reported
+                        .unwrap_or_else(|| format!("brokers {} do not answer: {e}", c.brokers)),
+                ),
+            }
+        }
+    }
+    // Stopping: what waits for MongoDB gives up (the next holder gets it again),
+    // what is being stored finishes, and that is committed before leaving the group.
+    let all: Vec<Key> = lock(&ctx.partitions).keys().cloned().collect();
+    ctx.hand_over(&consumer, &all);
+    drop(consumer);
+    supervisor.stopped();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_takes_no_message_past_its_last_commit_plus_the_window() {
+        let mut p = Partition::new();
+        // The first message after the assignment is where the last commit left off.
+        assert!(p.may_take(100, 3));
+        assert!(p.take(100), "the previous holder may have stored it");
+        for o in 101..103 {
+            assert!(p.may_take(o, 3));
+            assert!(p.take(o));
+        }
+        assert!(!p.may_take(103, 3), "three taken since the commit at 100");
+        assert_eq!(p.commit_point(), None, "nothing stored yet");
+        // Stored out of order: the commit stops at the first unsettled one.
+        p.settled(101, true);
+        assert_eq!(p.commit_point(), None);
+        p.settled(100, true);
+        assert_eq!(p.commit_point(), Some(102));
+        p.committed_at(102);
+        assert!(p.may_take(103, 3) && p.may_take(104, 3));
+        assert!(!p.may_take(105, 3));
+        assert!(
+            !p.take(103),
+            "past the window: no earlier holder got this far"
+        );
+        assert_eq!(p.unsettled(), 2, "102 and 103");
+    }
+
+    #[test]
+    fn a_message_given_back_holds_the_commit_before_it() {
+        let mut p = Partition::new();
+        for o in 0..4 {
+            assert!(p.may_take(o, 10));
+            p.take(o);
+        }
+        p.settled(0, true);
+        p.settled(1, false);
+        p.settled(2, true);
+        p.settled(3, true);
+        assert_eq!(
+            p.commit_point(),
+            Some(1),
+            "offset 1 is read again by the next holder"
+        );
+    }
+
+    #[test]
+    fn options_are_checked_and_their_secrets_masked() {
+        let mut c = KafkaConfig {
+            name: "k".into(),
+            brokers: "127.0.0.1:9092".into(),
+            topics: vec!["events".into()],
+            group_id: "g".into(),
+            max_in_flight: 16,
+            start_from: "earliest".into(),
+            options: BTreeMap::new(),
+        };
+        assert_eq!(c.validate(), Ok(()));
+        c.options
+            .insert("sasl.password".into(), "hunter2-kafka".into());
+        c.options.insert("sasl.username".into(), "pulse".into());
+        assert_eq!(c.validate(), Ok(()));
+        let shown = format!("{:?}", c.redacted());
+        assert!(
+            !shown.contains("hunter2-kafka") && shown.contains("pulse"),
+            "{shown}"
+        );
+        c.options.insert("no.such.option".into(), "1".into());
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("no.such.option"), "{e}");
+        c.options.remove("no.such.option");
+        c.options.insert("enable.auto.commit".into(), "true".into());
+        assert!(c.validate().unwrap_err().contains("set by the source"));
+        c.options.remove("enable.auto.commit");
+        c.start_from = "middle".into();
+        assert!(c.validate().unwrap_err().contains("start_from"));
+    }
+}
