@@ -9,7 +9,12 @@
 # Alpine- and Ubuntu-based images alike.
 
 FROM rust:1.95-alpine AS backend
-RUN apk add --no-cache musl-dev
+# librdkafka (the Kafka source) is built from source by the rdkafka crate: a C/C++
+# toolchain, its configure script (bash, perl), and static OpenSSL and zlib for TLS, SASL
+# and compression in a static binary.
+RUN apk add --no-cache musl-dev make gcc g++ bash perl pkgconf \
+    openssl-dev openssl-libs-static zlib-dev zlib-static
+ENV OPENSSL_STATIC=1
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

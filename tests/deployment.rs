@@ -205,26 +205,29 @@ fn compose_stack_agrees_with_plugin_json_and_provisioning() {
     DataSourceSettings::from_grafana(&json_data, &secure).expect("provisioned settings are valid");
 }
 
-/// Grafana-managed alert rules: every query on our data source is one the
-/// plugin accepts, expressions refer to existing queries, the condition exists.
-#[test]
-fn the_broker_profile_wires_loadgen_nats_and_a_second_daemon_together() {
+/// A broker profile's three services run only with that profile, the default ones
+/// always; returns its daemon's configuration (from the file mounted where
+/// MONGOPULSE_CONFIG says), checked to be a second writer that leaves alerts alone.
+fn broker_profile_daemon(
+    profile: &str,
+    [broker, daemon, loadgen]: [&str; 3],
+) -> mongopulse::daemon::Config {
     let compose = yaml("docker-compose.yml");
-    // Off by default: `docker compose up` runs without a broker.
-    for name in ["nats", "mongopulsed-nats", "loadgen-nats"] {
+    for name in [broker, daemon, loadgen] {
         assert_eq!(
             strings(&service(&compose, name)["profiles"]),
-            vec!["broker"],
+            vec![profile],
             "{name}"
         );
     }
+    // Off by default: `docker compose up` runs without a broker.
     for name in ["mongodb", "mongopulsed", "loadgen", "grafana"] {
         assert!(
             service(&compose, name)["profiles"].is_null(),
             "{name} must run by default"
         );
     }
-    let daemon = service(&compose, "mongopulsed-nats");
+    let daemon = service(&compose, daemon);
     let mounted = strings(&daemon["volumes"]);
     let config_path = env(daemon, "MONGOPULSE_CONFIG");
     let file = mounted
@@ -241,13 +244,29 @@ fn the_broker_profile_wires_loadgen_nats_and_a_second_daemon_together() {
         !config.alerting.enabled,
         "one daemon per database evaluates alerts"
     );
+    config
+}
+
+/// The value after `flag` in a service's command.
+fn command_arg(service_name: &str, flag: &str) -> String {
+    let compose = yaml("docker-compose.yml");
+    let command = strings(&service(&compose, service_name)["command"]);
+    let at = command
+        .iter()
+        .position(|c| c == flag)
+        .unwrap_or_else(|| panic!("{service_name} has no {flag}: {command:?}"));
+    command[at + 1].clone()
+}
+
+#[test]
+fn the_broker_profile_wires_loadgen_nats_and_a_second_daemon_together() {
+    let config = broker_profile_daemon("broker", ["nats", "mongopulsed-nats", "loadgen-nats"]);
     let [mongopulse::sources::SourceConfig::Nats(source)] = &config.ingest.sources[..] else {
         panic!("one NATS source expected: {:?}", config.ingest.sources);
     };
     assert_eq!(source.url, "nats://nats:4222");
     // loadgen publishes where the stream listens.
-    let command = strings(&service(&compose, "loadgen-nats")["command"]);
-    let subject = &command[command.iter().position(|c| c == "--subject").unwrap() + 1];
+    let subject = command_arg("loadgen-nats", "--subject");
     assert!(
         source
             .subjects
@@ -258,6 +277,26 @@ fn the_broker_profile_wires_loadgen_nats_and_a_second_daemon_together() {
     );
 }
 
+#[test]
+fn the_kafka_profile_wires_loadgen_kafka_and_a_consumer_group_daemon_together() {
+    let config = broker_profile_daemon("kafka", ["kafka", "mongopulsed-kafka", "loadgen-kafka"]);
+    let [mongopulse::sources::SourceConfig::Kafka(source)] = &config.ingest.sources[..] else {
+        panic!("one Kafka source expected: {:?}", config.ingest.sources);
+    };
+    // The broker advertises the address the daemon and loadgen use.
+    let compose = yaml("docker-compose.yml");
+    let advertised = env(service(&compose, "kafka"), "KAFKA_ADVERTISED_LISTENERS");
+    assert_eq!(advertised, format!("PLAINTEXT://{}", source.brokers));
+    assert_eq!(command_arg("loadgen-kafka", "--kafka"), source.brokers);
+    assert_eq!(
+        vec![command_arg("loadgen-kafka", "--topic")],
+        source.topics,
+        "loadgen publishes to the topic the daemon consumes"
+    );
+}
+
+/// Grafana-managed alert rules: every query on our data source is one the
+/// plugin accepts, expressions refer to existing queries, the condition exists.
 #[test]
 fn provisioned_grafana_alert_rules_are_consistent() {
     let file = yaml("provisioning/alerting/mongopulse-rules.yaml");

@@ -751,3 +751,30 @@ async fn kafka_broker_that_goes_away_is_reported_down_then_reconnected() {
     kafka.wait_all_committed().await;
     assert_exactly_once(&mongo, 0..200).await;
 }
+
+#[tokio::test]
+async fn loadgen_publishes_to_kafka_for_a_daemon_with_a_kafka_source() {
+    let mongo = TestMongo::start().await;
+    let kafka = Kafka::new(2).await;
+    let daemon = daemon_with(&mongo, &kafka.source(""), &[]).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mongopulsed"))
+        .args(["loadgen", "--rate", "1000", "--events", "300"])
+        .args(["--kafka", &kafka.brokers, "--topic", &kafka.topic])
+        .env("MONGOPULSE_LOADGEN_KEY", "unused-with-kafka")
+        .stdin(std::process::Stdio::null())
+        .stdout(support::capture::stdio("loadgen-kafka-stdout"))
+        .stderr(support::capture::stdio("loadgen-kafka"))
+        .status()
+        .await
+        .expect("run mongopulsed loadgen");
+    assert!(out.success(), "loadgen --kafka failed");
+    support::until("the daemon stored loadgen's 300 events", || async {
+        let m = daemon.metrics().await;
+        metric(
+            &m,
+            "mongopulse_source_events_total{source=\"views\",outcome=\"stored\"}",
+        ) == 300.0
+    })
+    .await;
+    kafka.wait_all_committed().await;
+}

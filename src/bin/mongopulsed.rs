@@ -81,6 +81,13 @@ enum Command {
         /// The JetStream subject to publish to, with --nats.
         #[arg(long, default_value = "events.loadgen")]
         subject: String,
+        /// Publish the batches to these Kafka brokers (host:9092[,…]) instead of
+        /// posting them, for a daemon with a Kafka source.
+        #[arg(long, env = "MONGOPULSE_LOADGEN_KAFKA")]
+        kafka: Option<String>,
+        /// The Kafka topic to publish to, with --kafka.
+        #[arg(long, default_value = "events")]
+        topic: String,
     },
 }
 
@@ -108,6 +115,8 @@ fn main() -> ExitCode {
             history_minutes,
             nats,
             subject,
+            kafka,
+            topic,
         } => {
             init_logging(&config);
             let options = daemon::loadgen::LoadgenOptions {
@@ -119,6 +128,8 @@ fn main() -> ExitCode {
                 history_minutes,
                 nats,
                 subject,
+                kafka,
+                topic,
             };
             block_on(async move {
                 daemon::loadgen::run(options, shutdown_signal())

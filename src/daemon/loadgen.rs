@@ -6,8 +6,9 @@
 //! of the *Real-time analytics* dashboard (page_view → click → conversion);
 //! with `invalid_fraction` a share of events is malformed on purpose, so the
 //! rejection panels of the operations dashboard and `dead_letters` show something.
-//! With `nats` set, batches are published to a NATS JetStream subject instead, for
-//! a daemon that consumes them through a broker source (the compose `broker` profile).
+//! With `nats` set, batches are published to a NATS JetStream subject instead, and
+//! with `kafka` to a Kafka topic, for a daemon that consumes them through a broker
+//! source (the compose `broker` and `kafka` profiles).
 
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ pub struct LoadgenOptions {
     pub nats: Option<String>,
     /// The JetStream subject batches are published to, with `nats`.
     pub subject: String,
+    /// Publish to these Kafka brokers (`host:9092[,…]`) instead of posting to `url`.
+    pub kafka: Option<String>,
+    /// The Kafka topic batches are published to, with `kafka`.
+    pub topic: String,
 }
 
 const COUNTRIES: [(&str, &str, u32); 8] = [
@@ -161,6 +166,10 @@ enum Sink {
         js: async_nats::jetstream::Context,
         subject: String,
     },
+    Kafka {
+        producer: rdkafka::producer::FutureProducer,
+        topic: String,
+    },
 }
 
 impl Sink {
@@ -180,6 +189,18 @@ impl Sink {
                     },
                     Err(e) => {
                         tracing::warn!("cannot publish to NATS: {e}; retrying");
+                        Ok(Posted::Failed)
+                    }
+                }
+            }
+            Sink::Kafka { producer, topic } => {
+                let body = serde_json::to_vec(batch).map_err(|e| e.to_string())?;
+                let record = rdkafka::producer::FutureRecord::<(), [u8]>::to(topic).payload(&body);
+                // Counted once the partition leader has it (the delivery report).
+                match producer.send(record, Duration::from_secs(10)).await {
+                    Ok(_) => Ok(Posted::Accepted(batch.len() as u64)),
+                    Err((e, _)) => {
+                        tracing::warn!("cannot publish to Kafka topic '{topic}': {e}; retrying");
                         Ok(Posted::Failed)
                     }
                 }
@@ -240,8 +261,18 @@ pub async fn run(
             o.rate
         ));
     }
-    let sink = match &o.nats {
-        Some(server) => {
+    let sink = match (&o.nats, &o.kafka) {
+        (Some(_), Some(_)) => return Err("--nats and --kafka: choose one".into()),
+        (None, Some(brokers)) => Sink::Kafka {
+            producer: rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("acks", "all")
+                .set("linger.ms", "20")
+                .create()
+                .map_err(|e| format!("cannot create a Kafka producer for {brokers}: {e}"))?,
+            topic: o.topic.clone(),
+        },
+        (Some(server), None) => {
             let client = async_nats::connect(server.as_str()).await.map_err(|e| {
                 format!(
                     "cannot connect to NATS at {}: {e}",
@@ -253,7 +284,7 @@ pub async fn run(
                 subject: o.subject.clone(),
             }
         }
-        None => Sink::Http {
+        (None, None) => Sink::Http {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
