@@ -778,3 +778,71 @@ async fn loadgen_publishes_to_kafka_for_a_daemon_with_a_kafka_source() {
     .await;
     kafka.wait_all_committed().await;
 }
+
+#[tokio::test]
+async fn amqp_with_mongodb_paused_acknowledges_nothing_unstored_and_resumes() {
+    let mongo = TestMongo::start().await;
+    let Some(pid) = mongo.server_pid() else {
+        eprintln!("skipped: pausing MongoDB needs a local test server (MONGODB_URI is set)");
+        return;
+    };
+    let rabbit = Rabbit::new().await;
+    let at = Utc::now() - chrono::Duration::seconds(5);
+    let total = 2000;
+    let env = [("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "1000")];
+    let mut first = daemon_with(&mongo, &rabbit.source(), &env).await;
+    rabbit.publish(&bodies(0..total / 2, at)).await;
+    wait_stored(&mongo, 1, &first).await;
+
+    signal(pid, "STOP");
+    rabbit.publish(&bodies(total / 2..total, at)).await;
+    support::until("the source retries while MongoDB is paused", || async {
+        metric(
+            &first.metrics().await,
+            "mongopulse_source_retries_total{source=\"orders\"}",
+        ) > 0.0
+    })
+    .await;
+    let held = metric(
+        &first.metrics().await,
+        "mongopulse_source_in_flight{source=\"orders\"}",
+    );
+    assert!(
+        held <= 64.0,
+        "bounded by the prefetch: {held} messages held"
+    );
+    first.signal("KILL");
+    first.wait(support::PATIENCE);
+    signal(pid, "CONT");
+
+    // What the queue still holds was not acknowledged; everything else was, and must
+    // be stored.
+    let unacked_seqs: std::collections::BTreeSet<i64> = rabbit
+        .held_once_no_consumer()
+        .await
+        .iter()
+        .flat_map(|b| seqs_in(b))
+        .collect();
+    let seqs = stored(&mongo).await;
+    let unstored: Vec<usize> = (0..total)
+        .filter(|s| !unacked_seqs.contains(&(*s as i64)) && !seqs.contains_key(&(*s as i64)))
+        .collect();
+    assert!(
+        unstored.is_empty(),
+        "acknowledged but not stored: {unstored:?}"
+    );
+    assert!(
+        !unacked_seqs.is_empty(),
+        "something was left after the pause"
+    );
+
+    let second = daemon_with(&mongo, &rabbit.source(), &env).await;
+    wait_stored(&mongo, total, &second).await;
+    support::until("the queue is drained", || async {
+        rabbit.ready().await == 0
+    })
+    .await;
+    show_runs(&first, &second).await;
+    assert_exactly_once(&mongo, 0..total).await;
+    rabbit.delete().await;
+}

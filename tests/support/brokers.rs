@@ -165,7 +165,7 @@ impl Nats {
 }
 
 pub struct Rabbit {
-    _connection: lapin::Connection,
+    connection: lapin::Connection,
     pub channel: lapin::Channel,
     pub queue: String,
 }
@@ -186,7 +186,7 @@ impl Rabbit {
             .await
             .expect("declare the test's queue");
         Rabbit {
-            _connection: conn,
+            connection: conn,
             channel,
             queue,
         }
@@ -219,6 +219,52 @@ impl Rabbit {
             .await
             .expect("queue")
             .message_count()
+    }
+
+    /// The bodies the queue holds once no consumer is left (a killed daemon's
+    /// unacknowledged deliveries are back in it by then), read on a channel of their
+    /// own and all given back when it closes.
+    pub async fn held_once_no_consumer(&self) -> Vec<Vec<u8>> {
+        use futures_util::StreamExt;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let deadline = Instant::now() + super::PATIENCE;
+        let held = loop {
+            let q = self
+                .channel
+                .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .expect("queue");
+            if q.consumer_count() == 0 {
+                break q.message_count() as usize;
+            }
+            assert!(Instant::now() < deadline, "the queue keeps a consumer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let reader = self.connection.create_channel().await.expect("channel");
+        let mut deliveries = reader
+            .basic_consume(
+                self.queue.as_str().into(),
+                "inspector".into(),
+                lapin::options::BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume the queue");
+        let mut bodies = Vec::with_capacity(held);
+        while bodies.len() < held {
+            let d = tokio::time::timeout(super::PATIENCE, deliveries.next())
+                .await
+                .expect("the queue's messages arrive")
+                .expect("a delivery")
+                .expect("a delivery without error");
+            bodies.push(d.data);
+        }
+        // Closing the channel requeues everything it was given and did not acknowledge.
+        reader.close(200, "inspected".into()).await.expect("close");
+        bodies
     }
 
     pub fn source(&self) -> String {
