@@ -89,6 +89,68 @@ async fn show_runs(first: &Daemon, second: &Daemon) {
     );
 }
 
+/// Pauses MongoDB (SIGSTOP) while `publish_more` runs; the source then retries and
+/// holds at most `max_held` messages unacknowledged. Kills the daemon there and lets
+/// MongoDB go on: what the broker holds as acknowledged is then final.
+async fn pause_mongodb_then_kill(
+    daemon: &mut Daemon,
+    mongo_pid: u32,
+    source: &str,
+    max_held: usize,
+    publish_more: impl std::future::Future<Output = ()>,
+) {
+    signal(mongo_pid, "STOP");
+    publish_more.await;
+    let retries = format!("mongopulse_source_retries_total{{source=\"{source}\"}}");
+    support::until("the source retries while MongoDB is paused", || async {
+        metric(&daemon.metrics().await, &retries) > 0.0
+    })
+    .await;
+    let in_flight = format!("mongopulse_source_in_flight{{source=\"{source}\"}}");
+    let held = metric(&daemon.metrics().await, &in_flight);
+    assert!(
+        held <= max_held as f64,
+        "bounded: {held} messages held, {max_held} at most"
+    );
+    daemon.signal("KILL");
+    daemon.wait(support::PATIENCE);
+    signal(mongo_pid, "CONT");
+}
+
+/// 300 events in messages, with two poison messages among them: message 10 is not
+/// JSON, message 20 an event without a timestamp.
+fn with_two_poison_messages(at: chrono::DateTime<Utc>) -> Vec<Vec<u8>> {
+    let mut messages = bodies(0..300, at);
+    messages.insert(10, b"this is not json".to_vec());
+    let mut no_time = seed_event(9_999, at);
+    no_time.as_object_mut().unwrap().remove("timestamp");
+    messages.insert(20, no_time.to_string().into_bytes());
+    messages
+}
+
+/// `/metrics` counts `stored` events and `acked` messages for `source`, which is up,
+/// and `/readyz` says it is ok.
+async fn assert_source_reports(daemon: &Daemon, source: &str, stored: usize, acked: usize) {
+    let m = daemon.metrics().await;
+    let of = |name: &str, outcome: &str| {
+        let labels = match outcome {
+            "" => format!("{{source=\"{source}\"}}"),
+            o => format!("{{source=\"{source}\",outcome=\"{o}\"}}"),
+        };
+        metric(&m, &format!("mongopulse_source_{name}{labels}"))
+    };
+    assert_eq!(of("events_total", "stored"), stored as f64, "{m}");
+    assert_eq!(of("messages_acked_total", ""), acked as f64, "{m}");
+    assert_eq!(of("up", ""), 1.0, "{m}");
+    let ready: Value = reqwest::get(daemon.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["sources"][source], "ok", "{ready}");
+}
+
 /// Kills the daemon with SIGKILL once it stored `at_least` events while it holds
 /// messages it has not acknowledged, the publisher still going.
 async fn kill_mid_stream(daemon: &mut Daemon, mongo: &TestMongo, source: &str, at_least: usize) {
@@ -118,12 +180,7 @@ async fn nats_events_are_stored_and_counted_and_bad_messages_dead_lettered_with_
     let mongo = TestMongo::start().await;
     let nats = Nats::new().await;
     let at = Utc::now() - chrono::Duration::seconds(5);
-    let mut messages = bodies(0..300, at);
-    // Two poison messages in the middle: not JSON, and an event without a timestamp.
-    messages.insert(10, b"this is not json".to_vec());
-    let mut no_time = seed_event(9_999, at);
-    no_time.as_object_mut().unwrap().remove("timestamp");
-    messages.insert(20, no_time.to_string().into_bytes());
+    let messages = with_two_poison_messages(at);
     nats.publish(&messages).await;
 
     let daemon = daemon_with(&mongo, &nats.source(""), &[]).await;
@@ -154,35 +211,7 @@ async fn nats_events_are_stored_and_counted_and_bad_messages_dead_lettered_with_
     assert_eq!(origin.get_str("subject").unwrap(), nats.subject);
     assert_eq!(by_seq[&21].get_str("path").unwrap(), "timestamp");
 
-    let m = daemon.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "mongopulse_source_events_total{source=\"clicks\",outcome=\"stored\"}"
-        ),
-        300.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "mongopulse_source_messages_acked_total{source=\"clicks\"}"
-        ),
-        messages.len() as f64,
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "mongopulse_source_up{source=\"clicks\"}"),
-        1.0,
-        "{m}"
-    );
-    let ready: Value = reqwest::get(daemon.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["sources"]["clicks"], "ok", "{ready}");
+    assert_source_reports(&daemon, "clicks", 300, messages.len()).await;
     nats.delete().await;
 }
 
@@ -488,13 +517,8 @@ async fn kafka_events_are_stored_and_counted_and_bad_messages_dead_lettered_with
     let mongo = TestMongo::start().await;
     let kafka = Kafka::new(3).await;
     let at = Utc::now() - chrono::Duration::seconds(5);
-    let mut messages = bodies(0..300, at);
-    // Poison: not JSON, and an event without a timestamp (messages 10 and 20, so
-    // partition 1 and partition 2 at offset 3 and 6).
-    messages.insert(10, b"this is not json".to_vec());
-    let mut no_time = seed_event(9_999, at);
-    no_time.as_object_mut().unwrap().remove("timestamp");
-    messages.insert(20, no_time.to_string().into_bytes());
+    // Messages 10 and 20 are partition 1 at offset 3 and partition 2 at offset 6.
+    let messages = with_two_poison_messages(at);
     kafka.publish(&messages).await;
 
     let daemon = daemon_with(&mongo, &kafka.source(""), &[]).await;
@@ -534,35 +558,7 @@ async fn kafka_events_are_stored_and_counted_and_bad_messages_dead_lettered_with
         })
     })
     .await;
-    let m = daemon.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "mongopulse_source_events_total{source=\"views\",outcome=\"stored\"}"
-        ),
-        300.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "mongopulse_source_messages_acked_total{source=\"views\"}"
-        ),
-        messages.len() as f64,
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "mongopulse_source_up{source=\"views\"}"),
-        1.0,
-        "{m}"
-    );
-    let ready: Value = reqwest::get(daemon.url("/readyz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["sources"]["views"], "ok", "{ready}");
+    assert_source_reports(&daemon, "views", 300, messages.len()).await;
 }
 
 #[tokio::test]
@@ -661,27 +657,10 @@ async fn kafka_with_mongodb_paused_commits_nothing_unstored_and_resumes() {
     kafka.publish(&published[..published.len() / 2]).await;
     wait_stored(&mongo, 1, &first).await;
 
-    signal(pid, "STOP");
-    kafka.publish(&published[published.len() / 2..]).await;
-    support::until("the source retries while MongoDB is paused", || async {
-        metric(
-            &first.metrics().await,
-            "mongopulse_source_retries_total{source=\"views\"}",
-        ) > 0.0
-    })
-    .await;
-    let held = metric(
-        &first.metrics().await,
-        "mongopulse_source_in_flight{source=\"views\"}",
-    );
-    assert!(
-        held <= 64.0,
-        "bounded: {held} messages held (32 a partition)"
-    );
-    first.signal("KILL");
-    first.wait(support::PATIENCE);
+    // 32 messages a partition at most.
+    let rest = kafka.publish(&published[published.len() / 2..]);
+    pause_mongodb_then_kill(&mut first, pid, "views", 64, rest).await;
     let committed = kafka.committed();
-    signal(pid, "CONT");
     // Every message below a partition's committed offset has all its events stored.
     let seqs = stored(&mongo).await;
     let unstored: Vec<i64> = published
@@ -794,26 +773,9 @@ async fn amqp_with_mongodb_paused_acknowledges_nothing_unstored_and_resumes() {
     rabbit.publish(&bodies(0..total / 2, at)).await;
     wait_stored(&mongo, 1, &first).await;
 
-    signal(pid, "STOP");
-    rabbit.publish(&bodies(total / 2..total, at)).await;
-    support::until("the source retries while MongoDB is paused", || async {
-        metric(
-            &first.metrics().await,
-            "mongopulse_source_retries_total{source=\"orders\"}",
-        ) > 0.0
-    })
-    .await;
-    let held = metric(
-        &first.metrics().await,
-        "mongopulse_source_in_flight{source=\"orders\"}",
-    );
-    assert!(
-        held <= 64.0,
-        "bounded by the prefetch: {held} messages held"
-    );
-    first.signal("KILL");
-    first.wait(support::PATIENCE);
-    signal(pid, "CONT");
+    // The prefetch bounds what it holds.
+    let rest = bodies(total / 2..total, at);
+    pause_mongodb_then_kill(&mut first, pid, "orders", 64, rabbit.publish(&rest)).await;
 
     // What the queue still holds was not acknowledged; everything else was, and must
     // be stored.
