@@ -154,6 +154,18 @@ async fn assert_source_reports(daemon: &Daemon, source: &str, stored: usize, ack
 /// Kills the daemon with SIGKILL once it stored `at_least` events while it holds
 /// messages it has not acknowledged, the publisher still going.
 async fn kill_mid_stream(daemon: &mut Daemon, mongo: &TestMongo, source: &str, at_least: usize) {
+    stop_mid_stream(daemon, mongo, source, at_least, "KILL").await
+}
+
+/// Sends `signal` to the daemon once it stored `at_least` events while it holds
+/// messages it has not acknowledged, and waits for it to end.
+async fn stop_mid_stream(
+    daemon: &mut Daemon,
+    mongo: &TestMongo,
+    source: &str,
+    at_least: usize,
+    signal: &str,
+) {
     let in_flight = format!("mongopulse_source_in_flight{{source=\"{source}\"}}");
     let deadline = Instant::now() + support::PATIENCE;
     loop {
@@ -169,7 +181,7 @@ async fn kill_mid_stream(daemon: &mut Daemon, mongo: &TestMongo, source: &str, a
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    daemon.signal("KILL");
+    daemon.signal(signal);
     daemon.wait(support::PATIENCE);
 }
 
@@ -595,6 +607,17 @@ async fn kafka_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once(
 
 #[tokio::test]
 async fn kafka_two_daemons_in_one_group_split_partitions_and_the_survivor_takes_over() {
+    one_of_two_daemons_leaves_mid_stream("KILL").await;
+}
+
+#[tokio::test]
+async fn kafka_a_daemon_stopped_mid_stream_commits_and_hands_its_partitions_over() {
+    one_of_two_daemons_leaves_mid_stream("TERM").await;
+}
+
+/// Two daemons of one group share four partitions; one gets `signal` mid-stream and
+/// the other ends up with every partition; every event is stored and counted once.
+async fn one_of_two_daemons_leaves_mid_stream(signal: &str) {
     let mongo = TestMongo::start().await;
     let kafka = Kafka::new(4).await;
     let at = Utc::now() - chrono::Duration::seconds(5);
@@ -614,7 +637,14 @@ async fn kafka_two_daemons_in_one_group_split_partitions_and_the_survivor_takes_
             }
         })
     };
-    kill_mid_stream(&mut victim, &mongo, "views", total / 4).await;
+    stop_mid_stream(&mut victim, &mongo, "views", total / 4, signal).await;
+    if signal == "TERM" {
+        assert!(
+            victim.stderr().contains("handed over partitions"),
+            "a stopped daemon commits and hands over: {}",
+            victim.stderr()
+        );
+    }
     support::until("the survivor holds every partition", || async {
         kafka_partitions_held(&survivor).await == 4
     })
@@ -632,9 +662,13 @@ async fn kafka_two_daemons_in_one_group_split_partitions_and_the_survivor_takes_
     };
     let (a, b) = (by_writer("a").await, by_writer("b").await);
     assert!(a > 0 && b > 0, "both daemons stored events: a {a}, b {b}");
-    // The killed daemon's last minutes are counted when it comes back under its
-    // writer_id (recovery reads its events), as any daemon's after a crash.
-    let back = daemon_with(&mongo, &config, &[("MONGOPULSE__WRITER_ID", "b")]).await;
+    // A killed daemon's last minutes are counted when it comes back under its
+    // writer_id (recovery reads its events), as any daemon's after a crash; a
+    // stopped one wrote them before it ended.
+    let back = match signal {
+        "KILL" => Some(daemon_with(&mongo, &config, &[("MONGOPULSE__WRITER_ID", "b")]).await),
+        _ => None,
+    };
     show_runs(&victim, &survivor).await;
     assert_exactly_once(&mongo, 0..total).await;
     drop(back);

@@ -21,6 +21,7 @@
 //! it is assigned are looked up in `events` before they are stored, and no other.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use bson::doc;
 use prometheus_client::encoding::EncodeLabelSet;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -202,6 +203,8 @@ pub struct PartitionLabel {
 struct Taken {
     topic: Arc<str>,
     partition: i32,
+    /// Which assignment of the partition it belongs to (see [`Partition::generation`]).
+    generation: u64,
     offset: i64,
     payload: Vec<u8>,
     redelivered: bool,
@@ -213,6 +216,7 @@ struct Taken {
 struct Done {
     topic: Arc<str>,
     partition: i32,
+    generation: u64,
     offset: i64,
     stored: bool,
 }
@@ -249,6 +253,7 @@ pub async fn run(c: KafkaConfig, intake: Arc<Intake>, stop: watch::Receiver<bool
             let _ = done.send(Done {
                 topic: t.topic,
                 partition: t.partition,
+                generation: t.generation,
                 offset: t.offset,
                 stored,
             });
@@ -259,6 +264,10 @@ pub async fn run(c: KafkaConfig, intake: Arc<Intake>, stop: watch::Receiver<bool
 }
 
 async fn take_one(intake: &Intake, c: &KafkaConfig, t: &Taken) -> bool {
+    if *t.stop.borrow() {
+        // Its partition was handed over (or the daemon stops) before it was tried.
+        return false;
+    }
     let source = c.name.as_str();
     let label = SourceMetrics::label(source);
     let in_flight = intake.metrics.in_flight.get_or_create(&label).clone();
@@ -286,34 +295,57 @@ async fn take_one(intake: &Intake, c: &KafkaConfig, t: &Taken) -> bool {
     stored
 }
 
+/// What became of a taken message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    Stored,
+    /// Not stored: its partition was handed over or the daemon stops; the next
+    /// holder reads it again.
+    GivenBack,
+}
+
 /// Where one assigned partition stands. Pure bookkeeping; the consumer thread does
 /// the I/O.
 #[derive(Debug)]
 struct Partition {
+    /// Tells this assignment's outcomes from those of an earlier one of the same
+    /// partition that came back late.
+    generation: u64,
     /// The offset Kafka holds as committed (the next to read). Set by the first
     /// message after the assignment, which is where the previous holder's commit
-    /// left off.
+    /// left off (or later, past offsets that hold no message).
     committed: Option<i64>,
     /// Offsets below this may have been stored by the previous holder.
     redelivery_end: i64,
-    /// Messages taken and not yet committed: offset → settled (stored).
-    taken: BTreeMap<i64, bool>,
+    /// Messages taken and not yet committed.
+    taken: BTreeMap<i64, Outcome>,
     /// Fetched, not yet taken: the window was full.
     held: VecDeque<(i64, Vec<u8>)>,
+    /// The offset after the last message fetched: offsets between two fetched
+    /// messages hold none (compaction, transaction markers), so a commit may pass them.
+    fetched_end: Option<i64>,
     paused: bool,
     stop: watch::Sender<bool>,
 }
 
 impl Partition {
-    fn new() -> Self {
+    fn new(generation: u64) -> Self {
         Partition {
+            generation,
             committed: None,
             redelivery_end: 0,
             taken: BTreeMap::new(),
             held: VecDeque::new(),
+            fetched_end: None,
             paused: false,
             stop: watch::channel(false).0,
         }
+    }
+
+    /// A message came from Kafka (taken at once or held).
+    fn fetched(&mut self, offset: i64) {
+        self.fetched_end = Some(offset + 1);
     }
 
     /// Whether `offset` may be taken now: never past the last commit plus `window`.
@@ -327,26 +359,37 @@ impl Partition {
 
     /// Records a taken message; returns whether it may be a copy of one stored before.
     fn take(&mut self, offset: i64) -> bool {
-        self.taken.insert(offset, false);
+        self.taken.insert(offset, Outcome::Pending);
         offset < self.redelivery_end
     }
 
     fn settled(&mut self, offset: i64, stored: bool) {
-        if let Some(s) = self.taken.get_mut(&offset) {
-            *s = stored;
+        if let Some(o) = self.taken.get_mut(&offset) {
+            *o = if stored {
+                Outcome::Stored
+            } else {
+                Outcome::GivenBack
+            };
         }
     }
 
-    /// The offset to commit when the messages from the last commit on are stored.
+    /// The offset to commit: past every stored message from the last commit on, up
+    /// to the first that is not; when all are stored, up to the next message fetched
+    /// (held) or expected.
     fn commit_point(&self) -> Option<i64> {
         let committed = self.committed?;
         let mut point = committed;
-        for (&offset, &stored) in &self.taken {
-            if !stored {
-                break;
+        for (&offset, &outcome) in &self.taken {
+            if outcome != Outcome::Stored {
+                return (point > committed).then_some(point);
             }
             point = offset + 1;
         }
+        let next = match self.held.front() {
+            Some(&(offset, _)) => offset,
+            None => self.fetched_end.unwrap_or(point),
+        };
+        let point = point.max(next);
         (point > committed).then_some(point)
     }
 
@@ -356,8 +399,12 @@ impl Partition {
         self.taken = self.taken.split_off(&point);
     }
 
-    fn unsettled(&self) -> usize {
-        self.taken.values().filter(|s| !**s).count()
+    /// Messages whose outcome is not known yet.
+    fn pending(&self) -> usize {
+        self.taken
+            .values()
+            .filter(|o| **o == Outcome::Pending)
+            .count()
     }
 }
 
@@ -370,7 +417,11 @@ struct Context {
     name: String,
     window: usize,
     partitions: Mutex<HashMap<Key, Partition>>,
-    done: Mutex<Receiver<Done>>,
+    /// Counts assignments, for [`Partition::generation`].
+    assignments: AtomicU64,
+    /// Shared with the consumers this source creates after this one, if a fatal
+    /// error ends it: outcomes of its messages still come back here.
+    done: Arc<Mutex<Receiver<Done>>>,
     taken: mpsc::UnboundedSender<Taken>,
     /// The last error librdkafka reported (broker down, …), for the supervisor.
     error: Mutex<Option<String>>,
@@ -397,6 +448,12 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let why = self.redactor.clean(&format!("{error}: {reason}"));
+        // A broker closes idle connections (and librdkafka reopens them): not an outage.
+        // A broker really gone shows as all brokers down, or metadata not answered.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerTransportFailure) {
+            tracing::debug!(source = self.name, "librdkafka: {why}");
+            return;
+        }
         *lock(&self.error) = Some(why);
     }
 }
@@ -412,21 +469,36 @@ impl ConsumerContext for Context {
                     .collect();
                 self.hand_over(consumer, &keys);
             }
-            Rebalance::Assign(list) => {
-                let mut parts = lock(&self.partitions);
-                let mut names = Vec::new();
-                for e in list.elements() {
-                    parts
-                        .entry((Arc::from(e.topic()), e.partition()))
-                        .or_insert_with(Partition::new);
-                    names.push(format!("{}/{}", e.topic(), e.partition()));
-                }
-                tracing::info!(source = self.name, "assigned partitions {names:?}");
-            }
+            Rebalance::Assign(_) => {}
             Rebalance::Error(e) => {
                 tracing::warn!(source = self.name, "rebalance failed: {e}");
             }
         }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(list) = rebalance else {
+            return;
+        };
+        // librdkafka keeps a partition paused across assignments: one this daemon
+        // paused and got back must fetch again.
+        if let Err(e) = consumer.resume(list) {
+            tracing::warn!(
+                source = self.name,
+                "could not resume assigned partitions: {e}"
+            );
+        }
+        let mut parts = lock(&self.partitions);
+        let mut names = Vec::new();
+        for e in list.elements() {
+            let generation = self.assignments.fetch_add(1, Ordering::Relaxed);
+            parts.insert(
+                (Arc::from(e.topic()), e.partition()),
+                Partition::new(generation),
+            );
+            names.push(format!("{}/{}", e.topic(), e.partition()));
+        }
+        tracing::info!(source = self.name, "assigned partitions {names:?}");
     }
 }
 
@@ -441,7 +513,9 @@ impl Context {
         let mut parts = lock(&self.partitions);
         let mut apply = |d: Done| {
             if let Some(p) = parts.get_mut(&(d.topic, d.partition)) {
-                p.settled(d.offset, d.stored);
+                if p.generation == d.generation {
+                    p.settled(d.offset, d.stored);
+                }
             }
         };
         match done.recv_timeout(wait) {
@@ -495,26 +569,36 @@ impl Context {
                 let _ = p.stop.send(true);
             }
         }
-        let deadline = Instant::now() + HAND_OVER_WAIT;
+        // Lost (the group moved on without this daemon): another daemon may be
+        // reading the partitions already, and a commit would be refused.
+        let lost = consumer.assignment_lost();
+        let deadline = Instant::now() + if lost { Duration::ZERO } else { HAND_OVER_WAIT };
         loop {
-            let unsettled: usize = lock(&self.partitions)
+            let pending: usize = lock(&self.partitions)
                 .iter()
                 .filter(|(k, _)| keys.contains(k))
-                .map(|(_, p)| p.unsettled())
+                .map(|(_, p)| p.pending())
                 .sum();
-            if unsettled == 0 {
+            if pending == 0 {
                 break;
             }
             if Instant::now() >= deadline {
                 tracing::warn!(
                     source = self.name,
-                    "handing over partitions with {unsettled} messages not yet answered by MongoDB"
+                    "handing over partitions with {pending} messages not yet answered by MongoDB{}",
+                    if lost {
+                        " (the assignment was lost)"
+                    } else {
+                        ""
+                    }
                 );
                 break;
             }
             self.collect_done(Duration::from_millis(50));
         }
-        self.commit(consumer, Some(keys));
+        if !lost {
+            self.commit(consumer, Some(keys));
+        }
         let mut parts = lock(&self.partitions);
         let mut handed = Vec::new();
         for key in keys {
@@ -544,7 +628,11 @@ impl Context {
     ) {
         let key: Key = (Arc::from(topic), partition);
         let mut parts = lock(&self.partitions);
-        let p = parts.entry(key.clone()).or_insert_with(Partition::new);
+        let Some(p) = parts.get_mut(&key) else {
+            // Not (or no longer) assigned to this daemon: its holder reads it.
+            return;
+        };
+        p.fetched(offset);
         if p.held.is_empty() && p.may_take(offset, self.window) {
             self.dispatch(&key, p, offset, payload);
             return;
@@ -552,7 +640,13 @@ impl Context {
         p.held.push_back((offset, payload));
         if !p.paused {
             p.paused = true;
-            let _ = consumer.pause(&one_partition(&key));
+            if let Err(e) = consumer.pause(&one_partition(&key)) {
+                // Still bounded by librdkafka's fetch queue; held until there is room.
+                tracing::warn!(
+                    source = self.name,
+                    "could not pause {topic}/{partition}: {e}"
+                );
+            }
         }
     }
 
@@ -580,6 +674,7 @@ impl Context {
         let _ = self.taken.send(Taken {
             topic: key.0.clone(),
             partition: key.1,
+            generation: p.generation,
             offset,
             payload,
             redelivered,
@@ -635,8 +730,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const LAG_EVERY: Duration = Duration::from_secs(2);
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
 
-/// The consumer thread: polls, hands messages to the tokio side, commits what
-/// was stored, and on `stop` lets its messages settle, commits and leaves the group.
+/// Why a consumer ended.
+enum Ended {
+    Stopped,
+    /// librdkafka's fatal error: this consumer cannot go on; a new one can.
+    Fatal(String),
+}
+
+/// The consumer thread: creates the consumer (again after a fatal error, with
+/// backoff) and runs it until `stop`.
 fn poll_loop(
     c: KafkaConfig,
     intake: Arc<Intake>,
@@ -646,28 +748,49 @@ fn poll_loop(
 ) {
     let redactor = c.redactor();
     let mut supervisor = Supervisor::with_redactor("Kafka", &c.name, redactor.clone(), &intake);
-    let context = Context {
-        name: c.name.clone(),
-        window: c.max_in_flight,
-        partitions: Mutex::new(HashMap::new()),
-        done: Mutex::new(done),
-        taken,
-        error: Mutex::new(None),
-        redactor: redactor.clone(),
-        intake,
-    };
-    let consumer: BaseConsumer<Context> = match c.client_config().create_with_context(context) {
-        Ok(consumer) => consumer,
-        Err(e) => {
+    let done = Arc::new(Mutex::new(done));
+    let mut pause = Duration::from_millis(250);
+    while !*stop.borrow() {
+        let context = Context {
+            name: c.name.clone(),
+            window: c.max_in_flight,
+            partitions: Mutex::new(HashMap::new()),
+            assignments: AtomicU64::new(0),
+            done: done.clone(),
+            taken: taken.clone(),
+            error: Mutex::new(None),
+            redactor: redactor.clone(),
+            intake: intake.clone(),
+        };
+        let why = match c.client_config().create_with_context(context) {
+            Ok(consumer) => match consume(&c, consumer, &stop, &mut supervisor) {
+                Ended::Stopped => break,
+                Ended::Fatal(why) => why,
+            },
             // The options were checked at start; this is librdkafka refusing anyway.
-            supervisor.report_down(&format!("cannot create the consumer: {e}"));
-            return;
+            Err(e) => format!("cannot create the consumer: {e}"),
+        };
+        supervisor.report_down(&why);
+        let until = Instant::now() + pause;
+        while Instant::now() < until && !*stop.borrow() {
+            std::thread::sleep(Duration::from_millis(50));
         }
-    };
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+    supervisor.stopped();
+}
+
+/// Polls, hands messages to the tokio side, commits what was stored; on `stop`
+/// lets its messages settle, commits and leaves the group.
+fn consume(
+    c: &KafkaConfig,
+    consumer: BaseConsumer<Context>,
+    stop: &watch::Receiver<bool>,
+    supervisor: &mut Supervisor,
+) -> Ended {
     let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
     if let Err(e) = consumer.subscribe(&topics) {
-        supervisor.report_down(&format!("cannot subscribe to {topics:?}: {e}"));
-        return;
+        return Ended::Fatal(format!("cannot subscribe to {topics:?}: {e}"));
     }
     tracing::info!(
         source = c.name,
@@ -676,8 +799,11 @@ fn poll_loop(
     );
     let ctx = consumer.context().clone();
     let mut last_commit = Instant::now();
-    let mut last_look = Instant::now() - LAG_EVERY;
-    while !*stop.borrow() {
+    let mut last_look: Option<Instant> = None;
+    let ended = loop {
+        if *stop.borrow() {
+            break Ended::Stopped;
+        }
         ctx.collect_done(Duration::ZERO);
         if last_commit.elapsed() >= COMMIT_EVERY {
             ctx.commit(&consumer, None);
@@ -693,11 +819,17 @@ fn poll_loop(
                 ctx.fetched(&consumer, &topic, partition, offset, payload);
             }
             Some(Err(e)) => {
-                *lock(&ctx.error) = Some(redactor.clean(&e.to_string()));
+                *lock(&ctx.error) = Some(ctx.redactor.clean(&e.to_string()));
             }
         }
-        if last_look.elapsed() >= LAG_EVERY {
-            last_look = Instant::now();
+        if last_look.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+            last_look = Some(Instant::now());
+            if let Some((code, reason)) = consumer.client().fatal_error() {
+                break Ended::Fatal(format!(
+                    "fatal error {code:?}: {}",
+                    ctx.redactor.clean(&reason)
+                ));
+            }
             // Down while librdkafka reports errors or the brokers do not answer;
             // an error not repeated since the last look is over.
             let reported = lock(&ctx.error).take();
@@ -716,28 +848,35 @@ fn poll_loop(
                 ),
             }
         }
-    }
-    // Stopping: what waits for MongoDB gives up (the next holder gets it again),
-    // what is being stored finishes, and that is committed before leaving the group.
+    };
+    // What waits for MongoDB gives up (the next holder reads it again), what is
+    // being stored finishes, and that is committed before leaving the group.
     let all: Vec<Key> = lock(&ctx.partitions).keys().cloned().collect();
     ctx.hand_over(&consumer, &all);
     drop(consumer);
-    supervisor.stopped();
+    ended
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Takes `offset` as the consumer thread does with a fetched message.
+    fn fetch_and_take(p: &mut Partition, offset: i64, window: usize) -> bool {
+        p.fetched(offset);
+        assert!(p.may_take(offset, window), "{offset} may be taken");
+        p.take(offset)
+    }
+
     #[test]
     fn a_partition_takes_no_message_past_its_last_commit_plus_the_window() {
-        let mut p = Partition::new();
+        let mut p = Partition::new(0);
         // The first message after the assignment is where the last commit left off.
-        assert!(p.may_take(100, 3));
-        assert!(p.take(100), "the previous holder may have stored it");
-        for o in 101..103 {
-            assert!(p.may_take(o, 3));
-            assert!(p.take(o));
+        for o in 100..103 {
+            assert!(
+                fetch_and_take(&mut p, o, 3),
+                "the previous holder may have stored {o}"
+            );
         }
         assert!(!p.may_take(103, 3), "three taken since the commit at 100");
         assert_eq!(p.commit_point(), None, "nothing stored yet");
@@ -750,28 +889,51 @@ mod tests {
         assert!(p.may_take(103, 3) && p.may_take(104, 3));
         assert!(!p.may_take(105, 3));
         assert!(
-            !p.take(103),
+            !fetch_and_take(&mut p, 103, 3),
             "past the window: no earlier holder got this far"
         );
-        assert_eq!(p.unsettled(), 2, "102 and 103");
+        assert_eq!(p.pending(), 2, "102 and 103");
     }
 
     #[test]
-    fn a_message_given_back_holds_the_commit_before_it() {
-        let mut p = Partition::new();
+    fn a_message_given_back_holds_the_commit_before_it_and_is_not_waited_for() {
+        let mut p = Partition::new(0);
         for o in 0..4 {
-            assert!(p.may_take(o, 10));
-            p.take(o);
+            fetch_and_take(&mut p, o, 10);
         }
         p.settled(0, true);
         p.settled(1, false);
         p.settled(2, true);
+        assert_eq!(p.pending(), 1, "only 3 has no outcome yet");
         p.settled(3, true);
+        assert_eq!(p.pending(), 0);
         assert_eq!(
             p.commit_point(),
             Some(1),
             "offset 1 is read again by the next holder"
         );
+    }
+
+    #[test]
+    fn a_commit_passes_offsets_that_hold_no_message() {
+        // Offsets 2..9 hold no message (compaction, a transaction's marker): with a
+        // window of 2, offset 10 must still be taken once 0 and 1 are stored.
+        let mut p = Partition::new(0);
+        fetch_and_take(&mut p, 0, 2);
+        fetch_and_take(&mut p, 1, 2);
+        p.fetched(10);
+        assert!(!p.may_take(10, 2));
+        p.held.push_back((10, Vec::new()));
+        p.settled(0, true);
+        p.settled(1, true);
+        assert_eq!(p.commit_point(), Some(10), "up to the held message");
+        p.committed_at(10);
+        assert!(p.may_take(10, 2));
+        // Nothing held: up to the offset after the last message fetched.
+        p.held.clear();
+        p.take(10);
+        p.settled(10, true);
+        assert_eq!(p.commit_point(), Some(11));
     }
 
     #[test]
