@@ -8,9 +8,9 @@
 //! HTTP: 8 clients post the batches concurrently. Brokers: the messages are
 //! published first (untimed), then the clock runs from the moment the source is
 //! consuming to the last event stored (MQTT is published while the daemon
-//! consumes, staying within the broker's per-session queue). Kafka's broker is
-//! librdkafka's mock cluster, which runs inside this program: its CPU is this
-//! program's.
+//! consumes, staying within the broker's per-session queue; Kafka too, within what
+//! the mock cluster keeps of a partition). Kafka's broker is librdkafka's mock
+//! cluster, which runs inside this program: its CPU is this program's.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -231,10 +231,28 @@ async fn http(total: usize, bodies: &[Vec<u8>]) -> Row {
 async fn kafka(bodies: &[Vec<u8>]) -> Row {
     let mongo = TestMongo::start().await;
     let kafka = Kafka::new(4).await;
-    kafka.publish(bodies).await;
     let daemon = daemon_with(&mongo, &kafka.source(""), &[]).await;
-    wait_consuming(&daemon, "views").await;
+    // The clock starts once the group gave the daemon its four partitions.
+    while daemon
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("mongopulse_source_kafka_lag{"))
+        .count()
+        < 4
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let clock = Clock::start(&daemon, &mongo, "this program");
+    // Published while the daemon consumes: the mock cluster keeps only the last 5 MB
+    // of a partition, so at most ~8 MB (a few hundred messages) stay ahead of it.
+    let ahead = (8 << 20) / bodies.first().map_or(1, Vec::len).max(1);
+    for (i, chunk) in bodies.chunks(100).enumerate() {
+        while (i * 100).saturating_sub(acked(&daemon, "views").await) > ahead {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        kafka.publish(chunk).await;
+    }
     wait_acked(&daemon, "views", bodies.len()).await;
     clock.stop("Kafka (4 partitions)")
 }
