@@ -76,8 +76,10 @@ fn default_brokers() -> String {
 fn default_group() -> String {
     "mongopulse".into()
 }
+/// 64 a partition: enough to keep the writer's batches full, and after an
+/// assignment 64 lookups a partition at most.
 fn default_in_flight() -> usize {
-    256
+    64
 }
 fn default_start() -> String {
     "earliest".into()
