@@ -579,7 +579,7 @@ async fn kafka_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once(
     let kafka = Kafka::new(2).await;
     let at = Utc::now() - chrono::Duration::seconds(5);
     let total = 3000;
-    let config = kafka.source("max_in_flight = 64");
+    let config = kafka.source("max_in_flight = 16");
     let mut first = daemon_with(&mongo, &config, &[]).await;
     let publisher = {
         let (producer, topic) = (kafka.producer.clone(), kafka.topic.clone());
@@ -622,7 +622,7 @@ async fn one_of_two_daemons_leaves_mid_stream(signal: &str) {
     let kafka = Kafka::new(4).await;
     let at = Utc::now() - chrono::Duration::seconds(5);
     let total = 4000;
-    let config = kafka.source("max_in_flight = 64");
+    let config = kafka.source("max_in_flight = 16");
     let survivor = daemon_with(&mongo, &config, &[("MONGOPULSE__WRITER_ID", "a")]).await;
     let mut victim = daemon_with(&mongo, &config, &[("MONGOPULSE__WRITER_ID", "b")]).await;
     support::until("the two daemons split the four partitions", || async {
@@ -649,6 +649,41 @@ async fn one_of_two_daemons_leaves_mid_stream(signal: &str) {
         kafka_partitions_held(&survivor).await == 4
     })
     .await;
+    // A partition the victim handed over clean (every message it took stored) needs
+    // no lookups; one it held when killed may hold copies.
+    let (victims_log, survivors_log) = (victim.stderr(), survivor.stderr());
+    let last_line = |log: &str, what: &str| {
+        log.lines()
+            .rfind(|l| l.contains(what))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let taken_over = last_line(&survivors_log, "assigned partitions");
+    // Entries look like "topic/2 (Nothing)" and "topic/2 at Some(453) (clean)".
+    let (line, keep, expected) = match signal {
+        "KILL" => (
+            last_line(&victims_log, "assigned partitions"),
+            "",
+            "MaybeCopies",
+        ),
+        _ => (
+            last_line(&victims_log, "handed over partitions"),
+            "(clean)",
+            "Clean",
+        ),
+    };
+    let victims: Vec<&str> = line
+        .split('"')
+        .filter(|entry| entry.starts_with(&kafka.topic) && entry.ends_with(keep))
+        .filter_map(|entry| entry.split(' ').next())
+        .collect();
+    assert!(signal == "TERM" || !victims.is_empty(), "{line}");
+    for partition in victims {
+        assert!(
+            taken_over.contains(&format!("{partition} ({expected})")),
+            "{partition} should be taken over as {expected}: {taken_over}"
+        );
+    }
     publisher.await.expect("publisher");
     wait_stored(&mongo, total, &survivor).await;
     kafka.wait_all_committed().await;

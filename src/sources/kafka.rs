@@ -19,6 +19,10 @@
 //! lost it in a rebalance — cannot have stored a message past the commit it left
 //! plus `max_in_flight`; so the first `max_in_flight` messages of a partition after
 //! it is assigned are looked up in `events` before they are stored, and no other.
+//! Not even those when the commit says no copy can exist ([`Previous`]): a holder
+//! that handed the partition over with every message it took stored marks its last
+//! commit `clean`, and a partition Kafka holds no commit for was never taken from,
+//! since a holder commits a partition's first offset before it takes anything.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -220,7 +224,7 @@ struct Done {
     partition: i32,
     generation: u64,
     offset: i64,
-    stored: bool,
+    outcome: Outcome,
 }
 
 /// Consumes until `stop`. librdkafka reconnects to its brokers by itself; the
@@ -251,13 +255,13 @@ pub async fn run(c: KafkaConfig, intake: Arc<Intake>, stop: watch::Receiver<bool
         while tasks.try_join_next().is_some() {}
         let (intake, c, done) = (intake.clone(), c.clone(), done_tx.clone());
         tasks.spawn(async move {
-            let stored = take_one(&intake, &c, &t).await;
+            let outcome = take_one(&intake, &c, &t).await;
             let _ = done.send(Done {
                 topic: t.topic,
                 partition: t.partition,
                 generation: t.generation,
                 offset: t.offset,
-                stored,
+                outcome,
             });
         });
     }
@@ -265,10 +269,10 @@ pub async fn run(c: KafkaConfig, intake: Arc<Intake>, stop: watch::Receiver<bool
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 }
 
-async fn take_one(intake: &Intake, c: &KafkaConfig, t: &Taken) -> bool {
+async fn take_one(intake: &Intake, c: &KafkaConfig, t: &Taken) -> Outcome {
     if *t.stop.borrow() {
         // Its partition was handed over (or the daemon stops) before it was tried.
-        return false;
+        return Outcome::Untried;
     }
     let source = c.name.as_str();
     let label = SourceMetrics::label(source);
@@ -289,12 +293,44 @@ async fn take_one(intake: &Intake, c: &KafkaConfig, t: &Taken) -> bool {
         redelivered: t.redelivered,
     };
     let mut stop = t.stop.clone();
-    let stored = intake.settle(&m, &mut stop).await == Settled::Ack;
-    if stored {
-        intake.metrics.messages_acked.get_or_create(&label).inc();
-    }
+    let outcome = match intake.settle(&m, &mut stop).await {
+        Settled::Ack => {
+            intake.metrics.messages_acked.get_or_create(&label).inc();
+            Outcome::Stored
+        }
+        Settled::Unacked => Outcome::GivenBack,
+    };
     in_flight.dec();
-    stored
+    outcome
+}
+
+/// What the previous holder of a partition left, read from the group's committed
+/// offset when the partition is assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Previous {
+    /// No commit: nobody took a message of it yet. This holder commits the first
+    /// offset it reads before it takes anything, so the next holder knows.
+    Nothing,
+    /// The previous holder handed over with every message it took stored (or
+    /// there was none): no message past the commit is stored.
+    Clean,
+    /// A holder may have stored up to `max_in_flight` messages past the commit.
+    MaybeCopies,
+}
+
+/// Commit metadata: `CLEAN` on a hand-over with every taken message stored.
+const CLEAN: &str = "mongopulse:clean";
+const OPEN: &str = "mongopulse:open";
+
+impl Previous {
+    /// From the group's committed offset (`None`: none) and its metadata.
+    fn from_commit(committed: Option<&str>) -> Previous {
+        match committed {
+            None => Previous::Nothing,
+            Some(CLEAN) => Previous::Clean,
+            Some(_) => Previous::MaybeCopies,
+        }
+    }
 }
 
 /// What became of a taken message.
@@ -302,9 +338,12 @@ async fn take_one(intake: &Intake, c: &KafkaConfig, t: &Taken) -> bool {
 enum Outcome {
     Pending,
     Stored,
-    /// Not stored: its partition was handed over or the daemon stops; the next
-    /// holder reads it again.
+    /// Not stored: its partition was handed over or the daemon stops while it was
+    /// being tried; the next holder reads it again. An insert of it that MongoDB had
+    /// not answered may still land.
     GivenBack,
+    /// Handed over before it was tried: nothing of it was sent to MongoDB.
+    Untried,
 }
 
 /// Where one assigned partition stands. Pure bookkeeping; the consumer thread does
@@ -320,8 +359,12 @@ struct Partition {
     committed: Option<i64>,
     /// Offsets below this may have been stored by the previous holder.
     redelivery_end: i64,
+    /// What the commit left by the previous holder says.
+    previous: Previous,
     /// Messages taken and not yet committed.
     taken: BTreeMap<i64, Outcome>,
+    /// Whether this holder's last commit was marked `CLEAN`.
+    committed_clean: bool,
     /// Fetched, not yet taken: the window was full.
     held: VecDeque<(i64, Vec<u8>)>,
     /// The offset after the last message fetched: offsets between two fetched
@@ -332,12 +375,14 @@ struct Partition {
 }
 
 impl Partition {
-    fn new(generation: u64) -> Self {
+    fn new(generation: u64, previous: Previous) -> Self {
         Partition {
             generation,
             committed: None,
             redelivery_end: 0,
+            previous,
             taken: BTreeMap::new(),
+            committed_clean: false,
             held: VecDeque::new(),
             fetched_end: None,
             paused: false,
@@ -352,11 +397,30 @@ impl Partition {
 
     /// Whether `offset` may be taken now: never past the last commit plus `window`.
     fn may_take(&mut self, offset: i64, window: usize) -> bool {
+        if self.previous == Previous::Nothing {
+            // Not before a commit exists: see `Previous::Nothing`.
+            return false;
+        }
+        let maybe_copies = self.previous == Previous::MaybeCopies;
         let committed = *self.committed.get_or_insert_with(|| {
-            self.redelivery_end = offset + window as i64;
+            self.redelivery_end = if maybe_copies {
+                offset + window as i64
+            } else {
+                offset
+            };
             offset
         });
         offset < committed + window as i64
+    }
+
+    /// Whether nothing past the commit point can be in `events`: every message
+    /// taken since the last commit is stored up to the commit point, and none past
+    /// it was tried.
+    fn clean(&self) -> bool {
+        self.taken
+            .values()
+            .skip_while(|o| **o == Outcome::Stored)
+            .all(|o| *o == Outcome::Untried)
     }
 
     /// Records a taken message; returns whether it may be a copy of one stored before.
@@ -365,13 +429,9 @@ impl Partition {
         offset < self.redelivery_end
     }
 
-    fn settled(&mut self, offset: i64, stored: bool) {
+    fn settled(&mut self, offset: i64, outcome: Outcome) {
         if let Some(o) = self.taken.get_mut(&offset) {
-            *o = if stored {
-                Outcome::Stored
-            } else {
-                Outcome::GivenBack
-            };
+            *o = outcome;
         }
     }
 
@@ -490,15 +550,34 @@ impl ConsumerContext for Context {
                 "could not resume assigned partitions: {e}"
             );
         }
+        // What the previous holders left; unknown counts as "may have stored copies".
+        let committed = consumer
+            .committed_offsets(TopicPartitionList::clone(list), Duration::from_secs(10))
+            .map_err(|e| {
+                tracing::warn!(
+                    source = self.name,
+                    "could not read the group's committed offsets ({e}); looking up the first messages of each partition"
+                )
+            })
+            .ok();
         let mut parts = lock(&self.partitions);
         let mut names = Vec::new();
         for e in list.elements() {
+            let previous = match &committed {
+                None => Previous::MaybeCopies,
+                Some(c) => match c.find_partition(e.topic(), e.partition()) {
+                    Some(p) if matches!(p.offset(), Offset::Offset(_)) => {
+                        Previous::from_commit(Some(p.metadata()))
+                    }
+                    _ => Previous::from_commit(None),
+                },
+            };
             let generation = self.assignments.fetch_add(1, Ordering::Relaxed);
             parts.insert(
                 (Arc::from(e.topic()), e.partition()),
-                Partition::new(generation),
+                Partition::new(generation, previous),
             );
-            names.push(format!("{}/{}", e.topic(), e.partition()));
+            names.push(format!("{}/{} ({previous:?})", e.topic(), e.partition()));
         }
         tracing::info!(source = self.name, "assigned partitions {names:?}");
     }
@@ -516,7 +595,7 @@ impl Context {
         let mut apply = |d: Done| {
             if let Some(p) = parts.get_mut(&(d.topic, d.partition)) {
                 if p.generation == d.generation {
-                    p.settled(d.offset, d.stored);
+                    p.settled(d.offset, d.outcome);
                 }
             }
         };
@@ -530,7 +609,9 @@ impl Context {
     }
 
     /// Commits, synchronously, what is stored of `keys` (all partitions if `None`).
-    fn commit(&self, consumer: &BaseConsumer<Self>, keys: Option<&[Key]>) {
+    /// When `handing_over`, a partition whose every taken message is stored is
+    /// committed `CLEAN`, so its next holder looks nothing up.
+    fn commit(&self, consumer: &BaseConsumer<Self>, keys: Option<&[Key]>, handing_over: bool) {
         let mut parts = lock(&self.partitions);
         let mut list = TopicPartitionList::new();
         let mut points = Vec::new();
@@ -538,19 +619,30 @@ impl Context {
             if keys.is_some_and(|k| !k.contains(key)) {
                 continue;
             }
-            if let Some(point) = p.commit_point() {
-                let _ = list.add_partition_offset(&key.0, key.1, Offset::Offset(point));
-                points.push((key.clone(), point));
+            let clean = handing_over && p.clean();
+            let point = match (p.commit_point(), clean) {
+                (Some(point), _) => point,
+                (None, true) => match p.committed {
+                    Some(c) => c,
+                    None => continue,
+                },
+                (None, false) => continue,
+            };
+            let _ = list.add_partition_offset(&key.0, key.1, Offset::Offset(point));
+            if let Some(mut e) = list.find_partition(&key.0, key.1) {
+                e.set_metadata(if clean { CLEAN } else { OPEN });
             }
+            points.push((key.clone(), point, clean));
         }
         if points.is_empty() {
             return;
         }
         match consumer.commit(&list, CommitMode::Sync) {
             Ok(()) => {
-                for (key, point) in points {
+                for (key, point, clean) in points {
                     if let Some(p) = parts.get_mut(&key) {
                         p.committed_at(point);
+                        p.committed_clean = clean;
                     }
                 }
             }
@@ -599,13 +691,14 @@ impl Context {
             self.collect_done(Duration::from_millis(50));
         }
         if !lost {
-            self.commit(consumer, Some(keys));
+            self.commit(consumer, Some(keys), true);
         }
         let mut parts = lock(&self.partitions);
         let mut handed = Vec::new();
         for key in keys {
             if let Some(p) = parts.remove(key) {
-                handed.push(format!("{}/{} at {:?}", key.0, key.1, p.committed));
+                let mark = if p.committed_clean { "clean" } else { "open" };
+                handed.push(format!("{}/{} at {:?} ({mark})", key.0, key.1, p.committed));
             }
             self.intake.metrics.kafka_lag.remove(&PartitionLabel {
                 source: self.name.clone(),
@@ -635,9 +728,12 @@ impl Context {
             return;
         };
         p.fetched(offset);
-        if p.held.is_empty() && p.may_take(offset, self.window) {
-            self.dispatch(&key, p, offset, payload);
-            return;
+        if p.held.is_empty() {
+            self.commit_first(consumer, &key, p, offset);
+            if p.may_take(offset, self.window) {
+                self.dispatch(&key, p, offset, payload);
+                return;
+            }
         }
         p.held.push_back((offset, payload));
         if !p.paused {
@@ -656,6 +752,9 @@ impl Context {
     fn release_held(&self, consumer: &BaseConsumer<Self>) {
         let mut parts = lock(&self.partitions);
         for (key, p) in parts.iter_mut() {
+            if let Some(&(offset, _)) = p.held.front() {
+                self.commit_first(consumer, key, p, offset);
+            }
             while let Some(&(offset, _)) = p.held.front() {
                 if !p.may_take(offset, self.window) {
                     break;
@@ -668,6 +767,38 @@ impl Context {
                 p.paused = false;
                 let _ = consumer.resume(&one_partition(key));
             }
+        }
+    }
+
+    /// A partition Kafka holds no commit for: commits `offset`, the first this
+    /// holder read, before it takes anything (see [`Previous::Nothing`]). On failure
+    /// the message waits, held, for the next try.
+    fn commit_first(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        key: &Key,
+        p: &mut Partition,
+        offset: i64,
+    ) {
+        if p.previous != Previous::Nothing {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        let _ = list.add_partition_offset(&key.0, key.1, Offset::Offset(offset));
+        // Open: this holder is about to store past it.
+        if let Some(mut e) = list.find_partition(&key.0, key.1) {
+            e.set_metadata(OPEN);
+        }
+        match consumer.commit(&list, CommitMode::Sync) {
+            // Nothing before this holder to look for.
+            Ok(()) => p.previous = Previous::Clean,
+            Err(e) => tracing::warn!(
+                source = self.name,
+                "could not commit the first offset of {}/{} ({}); retrying",
+                key.0,
+                key.1,
+                self.redactor.clean(&e.to_string())
+            ),
         }
     }
 
@@ -808,7 +939,7 @@ fn consume(
         }
         ctx.collect_done(Duration::ZERO);
         if last_commit.elapsed() >= COMMIT_EVERY {
-            ctx.commit(&consumer, None);
+            ctx.commit(&consumer, None, false);
             last_commit = Instant::now();
         }
         ctx.release_held(&consumer);
@@ -872,7 +1003,7 @@ mod tests {
 
     #[test]
     fn a_partition_takes_no_message_past_its_last_commit_plus_the_window() {
-        let mut p = Partition::new(0);
+        let mut p = Partition::new(0, Previous::MaybeCopies);
         // The first message after the assignment is where the last commit left off.
         for o in 100..103 {
             assert!(
@@ -883,9 +1014,9 @@ mod tests {
         assert!(!p.may_take(103, 3), "three taken since the commit at 100");
         assert_eq!(p.commit_point(), None, "nothing stored yet");
         // Stored out of order: the commit stops at the first unsettled one.
-        p.settled(101, true);
+        p.settled(101, Outcome::Stored);
         assert_eq!(p.commit_point(), None);
-        p.settled(100, true);
+        p.settled(100, Outcome::Stored);
         assert_eq!(p.commit_point(), Some(102));
         p.committed_at(102);
         assert!(p.may_take(103, 3) && p.may_take(104, 3));
@@ -899,15 +1030,15 @@ mod tests {
 
     #[test]
     fn a_message_given_back_holds_the_commit_before_it_and_is_not_waited_for() {
-        let mut p = Partition::new(0);
+        let mut p = Partition::new(0, Previous::MaybeCopies);
         for o in 0..4 {
             fetch_and_take(&mut p, o, 10);
         }
-        p.settled(0, true);
-        p.settled(1, false);
-        p.settled(2, true);
+        p.settled(0, Outcome::Stored);
+        p.settled(1, Outcome::GivenBack);
+        p.settled(2, Outcome::Stored);
         assert_eq!(p.pending(), 1, "only 3 has no outcome yet");
-        p.settled(3, true);
+        p.settled(3, Outcome::Stored);
         assert_eq!(p.pending(), 0);
         assert_eq!(
             p.commit_point(),
@@ -920,22 +1051,68 @@ mod tests {
     fn a_commit_passes_offsets_that_hold_no_message() {
         // Offsets 2..9 hold no message (compaction, a transaction's marker): with a
         // window of 2, offset 10 must still be taken once 0 and 1 are stored.
-        let mut p = Partition::new(0);
+        let mut p = Partition::new(0, Previous::MaybeCopies);
         fetch_and_take(&mut p, 0, 2);
         fetch_and_take(&mut p, 1, 2);
         p.fetched(10);
         assert!(!p.may_take(10, 2));
         p.held.push_back((10, Vec::new()));
-        p.settled(0, true);
-        p.settled(1, true);
+        p.settled(0, Outcome::Stored);
+        p.settled(1, Outcome::Stored);
         assert_eq!(p.commit_point(), Some(10), "up to the held message");
         p.committed_at(10);
         assert!(p.may_take(10, 2));
         // Nothing held: up to the offset after the last message fetched.
         p.held.clear();
         p.take(10);
-        p.settled(10, true);
+        p.settled(10, Outcome::Stored);
         assert_eq!(p.commit_point(), Some(11));
+    }
+
+    #[test]
+    fn only_a_holder_that_may_have_left_copies_makes_the_next_one_look_them_up() {
+        assert_eq!(Previous::from_commit(None), Previous::Nothing);
+        assert_eq!(Previous::from_commit(Some(CLEAN)), Previous::Clean);
+        assert_eq!(Previous::from_commit(Some(OPEN)), Previous::MaybeCopies);
+        // A commit by another tool (no metadata): assume the worst.
+        assert_eq!(Previous::from_commit(Some("")), Previous::MaybeCopies);
+
+        let mut clean = Partition::new(0, Previous::Clean);
+        assert!(
+            !fetch_and_take(&mut clean, 7, 4),
+            "handed over clean: no lookup"
+        );
+        let mut unknown = Partition::new(0, Previous::MaybeCopies);
+        assert!(fetch_and_take(&mut unknown, 7, 4), "may be a copy");
+
+        // No commit yet: nothing is taken before the first offset is committed.
+        let mut fresh = Partition::new(0, Previous::Nothing);
+        fresh.fetched(0);
+        assert!(!fresh.may_take(0, 4));
+        fresh.previous = Previous::Clean; // what a successful first commit does
+        assert!(fresh.may_take(0, 4) && !fresh.take(0));
+    }
+
+    #[test]
+    fn a_hand_over_is_clean_only_when_nothing_past_the_commit_point_was_tried() {
+        let mut p = Partition::new(0, Previous::Clean);
+        assert!(p.clean(), "nothing taken");
+        for o in 0..4 {
+            fetch_and_take(&mut p, o, 4);
+        }
+        p.settled(0, Outcome::Stored);
+        p.settled(2, Outcome::Untried);
+        p.settled(3, Outcome::Untried);
+        assert!(!p.clean(), "1 is pending");
+        p.settled(1, Outcome::GivenBack);
+        assert!(!p.clean(), "1 was given back: its insert may still land");
+        p.settled(1, Outcome::Untried);
+        assert!(p.clean(), "0 stored (and committed), the rest never tried");
+        p.settled(3, Outcome::Stored);
+        assert!(
+            !p.clean(),
+            "3 is stored past the commit point, which stops at 1"
+        );
     }
 
     #[test]
