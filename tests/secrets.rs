@@ -22,6 +22,8 @@ const SUITE_SECRETS: &[&str] = &[
     "wrong-key-7a41e0",
     "refused-key-90e4",
     "flood-key-9876543210",
+    // The API key loadgen requires but does not use with --kafka (sources.rs).
+    "unused-with-kafka",
     // The MongoDB password in a URI (check_health.rs).
     "Pa55wordXyz",
     "Daemon-Pw-77e1c0",

@@ -748,7 +748,9 @@ async fn kafka_with_mongodb_paused_commits_nothing_unstored_and_resumes() {
         "something was left to consume after the pause"
     );
 
-    let second = daemon_with(&mongo, &config, &env).await;
+    // The short write timeout was for the pause; the recovery runs with the usual one
+    // (a slow server's inserts would otherwise time out and be retried over and over).
+    let second = daemon_with(&mongo, &config, &[]).await;
     wait_stored(&mongo, total, &second).await;
     kafka.wait_all_committed().await;
     show_runs(&first, &second).await;
@@ -867,7 +869,9 @@ async fn amqp_with_mongodb_paused_acknowledges_nothing_unstored_and_resumes() {
         "something was left after the pause"
     );
 
-    let second = daemon_with(&mongo, &rabbit.source(), &env).await;
+    // The short write timeout was for the pause; the recovery runs with the usual one
+    // (a slow server's inserts would otherwise time out and be retried over and over).
+    let second = daemon_with(&mongo, &rabbit.source(), &[]).await;
     wait_stored(&mongo, total, &second).await;
     support::until("the queue is drained", || async {
         rabbit.ready().await == 0
