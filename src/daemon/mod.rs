@@ -91,6 +91,7 @@ pub async fn run(
     let recorder = Arc::new(OnceLock::new());
     let (stop_rollups, rollups_stopped) = tokio::sync::watch::channel(false);
     let (final_until_tx, final_until_rx) = tokio::sync::watch::channel(i64::MIN);
+    let (late_writes_read_tx, late_writes_read) = tokio::sync::watch::channel(false);
     let prepare_task = tokio::spawn(prepare(Preparation {
         db: db.clone(),
         names: names.clone(),
@@ -104,6 +105,7 @@ pub async fn run(
         recorder: recorder.clone(),
         rollup_metrics,
         final_until: final_until_tx,
+        late_writes_read: late_writes_read_tx,
         stop: rollups_stopped.clone(),
     }));
     let alerts = if config.alerting.enabled {
@@ -162,6 +164,7 @@ pub async fn run(
             events: events.clone(),
             metrics: source_metrics,
             waiting: Default::default(),
+            late_writes_read,
         }),
         sources_stop,
     );
@@ -333,6 +336,9 @@ struct Preparation {
     recorder: Arc<OnceLock<Arc<dyn Recorder>>>,
     rollup_metrics: RollupMetrics,
     final_until: tokio::sync::watch::Sender<i64>,
+    /// Turns true once the previous run's last inserts had their time to land and
+    /// were read (at once when there was no previous run to wait for).
+    late_writes_read: tokio::sync::watch::Sender<bool>,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -405,16 +411,26 @@ async fn prepare(p: Preparation) -> Option<tokio::task::JoinHandle<()>> {
     let flusher = tokio::spawn(rollups.clone().run(interval, async move {
         let _ = stop_flushing.wait_for(|stopped| *stopped).await;
     }));
-    if let Some(late) = recovered.late_writes {
-        tokio::spawn(count_late_writes(
-            rollups.clone(),
-            p.db.clone(),
-            p.names.clone(),
-            p.writer_id.clone(),
-            late,
-            p.late_write_wait,
-            p.redactor.clone(),
-        ));
+    match recovered.late_writes {
+        Some(late) => {
+            let counted = count_late_writes(
+                rollups.clone(),
+                p.db.clone(),
+                p.names.clone(),
+                p.writer_id.clone(),
+                late,
+                p.late_write_wait,
+                p.redactor.clone(),
+            );
+            let read = p.late_writes_read;
+            tokio::spawn(async move {
+                counted.await;
+                let _ = read.send(true);
+            });
+        }
+        None => {
+            let _ = p.late_writes_read.send(true);
+        }
     }
     let _ = p.recorder.set(rollups.clone());
     let _ = p.rollups.set(rollups);

@@ -33,6 +33,10 @@ pub struct Intake {
     pub dead_letters: DeadLetters,
     /// Messages waiting per source, so an outage is logged once.
     pub waiting: Mutex<HashMap<String, usize>>,
+    /// True once the previous run's last inserts, which MongoDB may apply after this
+    /// run started (a killed daemon's, on a loaded server), had their time to land:
+    /// a redelivered message is looked up only then, or its copy could be missed.
+    pub late_writes_read: watch::Receiver<bool>,
 }
 
 /// One message as a source hands it over.
@@ -150,6 +154,12 @@ impl Intake {
         }
         let mut duplicates = 0;
         if m.redelivered {
+            // A closed channel: the rollups never started, and nothing is stored anyway.
+            if !*self.late_writes_read.borrow() && self.late_writes_read.has_changed().is_ok() {
+                return Err(Wait(
+                    "a redelivered message waits until the previous run's last inserts had their time to land (ingest.writer.write_timeout_ms)".into(),
+                ));
+            }
             let stored = self.stored_before(&parsed.events).await?;
             let before = parsed.events.len();
             parsed.events.retain(|(_, e)| {
