@@ -23,7 +23,7 @@ use super::level::{Level, MINUTE_MS};
 use super::sessions::Sessions;
 use super::spec::Spec;
 use super::tuples::{OpenTuples, TooManyTuples, TupleKey};
-use crate::event::Event;
+use crate::event::{short_eq, Event};
 
 /// Identifies a window: spec, level bucket start and dimension tuple.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +71,12 @@ impl Equivalent<WindowKey> for KeyRef<'_, '_> {
                 .dims
                 .iter()
                 .zip(key.dims.iter())
-                .all(|(a, b)| a.as_deref() == b.as_deref())
+                .all(|(a, b)| match (a, b) {
+                    // Dimension values are short: an inline loop beats a call to memcmp.
+                    (Some(a), Some(b)) => short_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                })
     }
 }
 
