@@ -498,7 +498,10 @@ impl Windows {
             for key in closing {
                 self.version += 1;
                 let version = self.version;
-                let Some(win) = self.levels[level.index()].get_mut(&key) else {
+                // The level and its parent are borrowed apart, so the closing
+                // window merges into its parent without a copy.
+                let (this, above) = self.levels.split_at_mut(level.index() + 1);
+                let Some(win) = this[level.index()].get_mut(&key) else {
                     continue;
                 };
                 win.is_final = true;
@@ -507,46 +510,45 @@ impl Windows {
                 if level == Level::Minute {
                     self.stats.finalized_minutes += 1;
                 }
-                if let Some(parent) = level.parent() {
-                    let agg = win.agg.clone();
-                    let parent_start = parent.bucket_start(key.start);
-                    if let Some(n) =
-                        self.open_children[parent.index()].get_mut(&(key.spec, parent_start))
-                    {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            self.open_children[parent.index()].remove(&(key.spec, parent_start));
-                        }
+                let Some(parent) = level.parent() else {
+                    continue;
+                };
+                let parent_start = parent.bucket_start(key.start);
+                if let Some(n) =
+                    self.open_children[parent.index()].get_mut(&(key.spec, parent_start))
+                {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.open_children[parent.index()].remove(&(key.spec, parent_start));
                     }
-                    let parent_key = WindowKey {
-                        spec: key.spec,
-                        start: parent_start,
-                        dims: key.dims.clone(),
-                    };
-                    let spec = &self.specs[key.spec as usize];
-                    let grand = parent.parent();
-                    let windows = &mut self.levels[parent.index()];
-                    let p = match windows.get_mut(&parent_key) {
-                        Some(p) => p,
-                        None => {
-                            if let Some(g) = grand {
-                                *self.open_children[g.index()]
-                                    .entry((key.spec, g.bucket_start(parent_start)))
-                                    .or_insert(0) += 1;
-                            }
-                            self.tuples.window_opened(key.spec, &parent_key.dims[..]);
-                            windows.entry(parent_key).or_insert(Window {
-                                agg: Aggregate::new(spec),
-                                dirty: true,
-                                is_final: false,
-                                version,
-                            })
-                        }
-                    };
-                    p.agg.merge(&agg);
-                    p.dirty = true;
-                    p.version = version;
                 }
+                let parent_key = WindowKey {
+                    spec: key.spec,
+                    start: parent_start,
+                    dims: key.dims.clone(),
+                };
+                let spec = &self.specs[key.spec as usize];
+                let windows = &mut above[0];
+                let p = match windows.get_mut(&parent_key) {
+                    Some(p) => p,
+                    None => {
+                        if let Some(g) = parent.parent() {
+                            *self.open_children[g.index()]
+                                .entry((key.spec, g.bucket_start(parent_start)))
+                                .or_insert(0) += 1;
+                        }
+                        self.tuples.window_opened(key.spec, &parent_key.dims[..]);
+                        windows.entry(parent_key).or_insert(Window {
+                            agg: Aggregate::new(spec),
+                            dirty: true,
+                            is_final: false,
+                            version,
+                        })
+                    }
+                };
+                p.agg.merge(&win.agg);
+                p.dirty = true;
+                p.version = version;
             }
         }
         if let Some(s) = &mut self.sessions {

@@ -2,28 +2,32 @@
 //!
 //! In: dimension values, or stored sketch bytes. Out: estimates, merged
 //! sketches and stored bytes.
+//!
+//! A small bucket keeps the HLL coupons of its distinct values (the 32 bits
+//! the HLL derives from a value's 128-bit MurmurHash3: a 26-bit slot and a
+//! register value) in a sorted list: 4 bytes a value, no sketch allocated, a
+//! binary search per value and a linear merge per bucket merge. Its stored
+//! bytes are the HLL's own list or set mode, which hold exactly these
+//! coupons, so the crate reads them as the sketch it would have built. Past
+//! [`DISTINCT_EXACT_MAX`] values the bucket becomes the crate's HLL.
 
-use datasketches::hll::{Coupon, HllSketch, HllType, HllUnion};
+use datasketches::hll::{HllSketch, HllType, HllUnion};
 
 use crate::rollup::error::SketchError;
 
 /// log2 of the HLL register count: 4,096 registers.
 pub const HLL_LG_K: u8 = 12;
 
-/// Distinct values a [`Distinct`] keeps as a plain list before it becomes an
-/// HLL: 1 KB of coupons, half of what the dense HLL_4 array takes.
+/// Distinct values a [`Distinct`] keeps as coupons before it becomes an HLL:
+/// 1 KB, half of what the dense HLL_4 array takes, and below the 384 coupons
+/// past which the crate leaves its set mode at lgK 12.
 pub(super) const DISTINCT_EXACT_MAX: usize = 256;
 
 /// Distinct-count sketch.
-///
-/// A small bucket keeps the HLL coupons of its distinct values in a list (no
-/// sketch allocated, 4 bytes a value); past [`DISTINCT_EXACT_MAX`] they are
-/// fed into the HLL. The coupon is what the HLL itself would derive from the
-/// value, and the stored bytes are always the HLL's, so a list and a sketch
-/// of the same values estimate and store alike.
 #[derive(Clone, Debug)]
 pub enum Distinct {
-    Exact(Vec<Coupon>),
+    /// Sorted, distinct coupons.
+    Exact(Vec<u32>),
     Sketch(Box<HllSketch>),
 }
 
@@ -38,55 +42,190 @@ pub(super) fn new_hll() -> HllSketch {
     HllSketch::new(HLL_LG_K, HllType::Hll4).unwrap_or_else(|_| unreachable!("lg_k 12 is valid"))
 }
 
-/// Grows a list by a quarter of its length at a time: doubling would leave up
-/// to half of a small bucket's list unused.
-fn push_compact<T>(list: &mut Vec<T>, item: T) {
-    if list.len() == list.capacity() {
-        list.reserve_exact(list.len() / 4 + 4);
-    }
-    list.push(item);
+/// The HLL coupon of a value, as `datasketches::hll::Coupon::from_value(&str)`
+/// makes it: MurmurHash3 x64/128 with DataSketches' seed over the value's
+/// bytes and the `0xff` that Rust's `Hash for str` appends; the low 26 bits of
+/// the first half are the slot, the leading zeros of the second (capped at 62)
+/// plus one the register value.
+pub(super) fn coupon(value: &str) -> u32 {
+    let (lo, hi) = murmur3_x64_128_str(value.as_bytes(), 9001);
+    let register = hi.leading_zeros().min(62) + 1;
+    (register << 26) | (lo as u32 & ((1 << 26) - 1))
 }
 
-/// `list.contains(&c)` without an early exit per element, so the compiler
-/// compares eight coupons at a time: the list scan is the bulk of a small
-/// bucket's distinct-count update.
-fn contains(list: &[Coupon], c: Coupon) -> bool {
-    list.chunks(8)
-        .any(|chunk| chunk.iter().fold(false, |seen, x| seen | (*x == c)))
+fn murmur3_x64_128_str(value: &[u8], seed: u64) -> (u64, u64) {
+    const C1: u64 = 0x87c3_7b91_1142_53d5;
+    const C2: u64 = 0x4cf5_ad43_2745_937f;
+    let fmix = |mut k: u64| {
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        k ^= k >> 33;
+        k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        k ^ (k >> 33)
+    };
+    let total = value.len() + 1;
+    let byte = |i: usize| if i < value.len() { value[i] } else { 0xff };
+    let word = |from: usize, to: usize| {
+        (from..to).fold(0u64, |w, i| w | (u64::from(byte(i)) << ((i - from) * 8)))
+    };
+    let (mut h1, mut h2) = (seed, seed);
+    let blocks = total / 16;
+    for b in 0..blocks {
+        let at = b * 16;
+        let (k1, k2) = if at + 16 <= value.len() {
+            let read = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&value[i..i + 8]);
+                u64::from_le_bytes(w)
+            };
+            (read(at), read(at + 8))
+        } else {
+            (word(at, at + 8), word(at + 8, at + 16))
+        };
+        h1 ^= k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
+        h1 = h1
+            .rotate_left(27)
+            .wrapping_add(h2)
+            .wrapping_mul(5)
+            .wrapping_add(0x52dc_e729);
+        h2 ^= k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
+        h2 = h2
+            .rotate_left(31)
+            .wrapping_add(h1)
+            .wrapping_mul(5)
+            .wrapping_add(0x3849_5ab5);
+    }
+    let tail = blocks * 16;
+    let rem = total - tail;
+    if rem > 8 {
+        h2 ^= word(tail + 8, total)
+            .wrapping_mul(C2)
+            .rotate_left(33)
+            .wrapping_mul(C1);
+    }
+    if rem > 0 {
+        h1 ^= word(tail, tail + rem.min(8))
+            .wrapping_mul(C1)
+            .rotate_left(31)
+            .wrapping_mul(C2);
+    }
+    h1 ^= total as u64;
+    h2 ^= total as u64;
+    h1 = h1.wrapping_add(h2);
+    h2 = h2.wrapping_add(h1);
+    h1 = fmix(h1);
+    h2 = fmix(h2);
+    h1 = h1.wrapping_add(h2);
+    h2 = h2.wrapping_add(h1);
+    (h1, h2)
+}
+
+/// The crate's compact list-mode (fewer than 8 coupons) or set-mode image of
+/// these coupons (`datasketches::hll` serialization, HLL_4 target).
+fn exact_bytes(coupons: &[u32]) -> Vec<u8> {
+    const SERIAL_VERSION: u8 = 1;
+    const FAMILY_HLL: u8 = 7;
+    const EMPTY: u8 = 4;
+    const COMPACT: u8 = 8;
+    const MODE_LIST: u8 = 0;
+    const MODE_SET: u8 = 1;
+    let n = coupons.len();
+    let mut out = Vec::with_capacity(12 + 4 * n);
+    if n < 8 {
+        out.extend_from_slice(&[2, SERIAL_VERSION, FAMILY_HLL, HLL_LG_K, 3]);
+        out.push(if n == 0 { COMPACT | EMPTY } else { COMPACT });
+        out.push(n as u8);
+        out.push(MODE_LIST);
+    } else {
+        // The crate's set starts at 32 slots and doubles past 3/4 full.
+        let mut lg = 5u8;
+        while 4 * n > 3 << lg {
+            lg += 1;
+        }
+        out.extend_from_slice(&[3, SERIAL_VERSION, FAMILY_HLL, HLL_LG_K, lg, COMPACT, 0]);
+        out.push(MODE_SET);
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    for c in coupons {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    out
+}
+
+/// The crate's sketch of these coupons: their list/set image read back, in
+/// pieces the set mode holds, unioned when there is more than one.
+fn sketch_of(coupons: &[u32]) -> HllSketch {
+    let mut pieces = coupons
+        .chunks(DISTINCT_EXACT_MAX)
+        .filter_map(|piece| HllSketch::deserialize(&exact_bytes(piece)).ok());
+    let Some(first) = pieces.next() else {
+        return new_hll();
+    };
+    let mut rest = pieces.peekable();
+    if rest.peek().is_none() {
+        return first;
+    }
+    let rest: Vec<HllSketch> = rest.collect();
+    union(&first, rest.iter())
+}
+
+fn union<'a>(first: &HllSketch, others: impl Iterator<Item = &'a HllSketch>) -> HllSketch {
+    let Ok(mut u) = HllUnion::new(HLL_LG_K) else {
+        return first.clone();
+    };
+    u.update(first);
+    others.for_each(|s| u.update(s));
+    u.to_sketch(HllType::Hll4)
+}
+
+/// The sorted union of two sorted coupon lists.
+fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 impl Distinct {
     pub fn insert(&mut self, value: &str) {
-        self.insert_coupon(Coupon::from_value(value));
-    }
-
-    fn insert_coupon(&mut self, coupon: Coupon) {
         match self {
             Distinct::Exact(list) => {
-                if contains(list, coupon) {
+                let c = coupon(value);
+                let Err(at) = list.binary_search(&c) else {
                     return;
-                }
+                };
                 if list.len() < DISTINCT_EXACT_MAX {
-                    push_compact(list, coupon);
+                    // A quarter more at a time: doubling would leave up to half
+                    // of a small bucket's list unused.
+                    if list.len() == list.capacity() {
+                        list.reserve_exact(list.len() / 4 + 4);
+                    }
+                    list.insert(at, c);
                 } else {
-                    let mut sketch = self.to_sketch();
-                    sketch.update_with_coupon(coupon);
+                    let mut sketch = sketch_of(list);
+                    sketch.update(value);
                     *self = Distinct::Sketch(Box::new(sketch));
                 }
             }
-            Distinct::Sketch(s) => s.update_with_coupon(coupon),
-        }
-    }
-
-    /// The HLL of these values (a copy when already one).
-    fn to_sketch(&self) -> HllSketch {
-        match self {
-            Distinct::Exact(list) => {
-                let mut sketch = new_hll();
-                list.iter().for_each(|c| sketch.update_with_coupon(*c));
-                sketch
-            }
-            Distinct::Sketch(s) => (**s).clone(),
+            Distinct::Sketch(s) => s.update(value),
         }
     }
 
@@ -95,42 +234,47 @@ impl Distinct {
     }
 
     pub fn merge(&mut self, other: &Distinct) {
-        match (&mut *self, other) {
-            (_, Distinct::Exact(list)) => list.iter().for_each(|c| self.insert_coupon(*c)),
+        let merged = match (&*self, other) {
+            (_, Distinct::Exact(theirs)) if theirs.is_empty() => return,
+            (Distinct::Exact(mine), Distinct::Exact(theirs)) => {
+                let all = merge_sorted(mine, theirs);
+                if all.len() <= DISTINCT_EXACT_MAX {
+                    *self = Distinct::Exact(all);
+                    return;
+                }
+                sketch_of(&all)
+            }
+            (Distinct::Exact(mine), Distinct::Sketch(theirs)) if mine.is_empty() => {
+                (**theirs).clone()
+            }
             (Distinct::Exact(mine), Distinct::Sketch(theirs)) => {
-                let mut sketch = (**theirs).clone();
-                mine.iter().for_each(|c| sketch.update_with_coupon(*c));
-                *self = Distinct::Sketch(Box::new(sketch));
+                union(theirs, [sketch_of(mine)].iter())
+            }
+            (Distinct::Sketch(mine), Distinct::Exact(theirs)) => {
+                union(mine, [sketch_of(theirs)].iter())
+            }
+            (Distinct::Sketch(_), Distinct::Sketch(theirs)) if theirs.is_empty() => return,
+            (Distinct::Sketch(mine), Distinct::Sketch(theirs)) if mine.is_empty() => {
+                (**theirs).clone()
             }
             (Distinct::Sketch(mine), Distinct::Sketch(theirs)) => {
-                if theirs.is_empty() {
-                    return;
-                }
-                if mine.is_empty() {
-                    *mine = theirs.clone();
-                    return;
-                }
-                let Ok(mut union) = HllUnion::new(HLL_LG_K) else {
-                    return;
-                };
-                union.update(mine);
-                union.update(theirs);
-                **mine = union.to_sketch(HllType::Hll4);
+                union(mine, [&**theirs].into_iter())
             }
-        }
+        };
+        *self = Distinct::Sketch(Box::new(merged));
     }
 
     pub fn estimate(&self) -> f64 {
         match self {
             Distinct::Exact(list) if list.is_empty() => 0.0,
-            Distinct::Exact(_) => self.to_sketch().estimate(),
+            Distinct::Exact(list) => sketch_of(list).estimate(),
             Distinct::Sketch(s) => s.estimate(),
         }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
-            Distinct::Exact(_) => self.to_sketch().serialize(),
+            Distinct::Exact(list) => exact_bytes(list),
             Distinct::Sketch(s) => s.serialize(),
         }
     }
@@ -143,7 +287,7 @@ impl Distinct {
 
     pub fn heap_size(&self) -> usize {
         match self {
-            Distinct::Exact(list) => list.capacity() * std::mem::size_of::<Coupon>(),
+            Distinct::Exact(list) => list.capacity() * 4,
             Distinct::Sketch(s) => s.estimated_size(),
         }
     }

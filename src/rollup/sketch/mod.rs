@@ -133,14 +133,22 @@ mod tests {
                 ours.insert(&v);
                 reference.update(v.as_str());
             }
-            assert_eq!(
-                ours.is_sketch(),
-                n > DISTINCT_EXACT_MAX + DISTINCT_EXACT_MAX / 9
-            );
-            assert_eq!(ours.estimate(), reference.estimate(), "{n} values");
-            assert_eq!(ours.to_bytes(), reference.serialize(), "{n} values");
             let truth = (n - n / 10).max(1) as f64;
-            assert!((ours.estimate() - truth).abs() <= 3.0 * 0.0163 * truth + 1.0);
+            assert_eq!(ours.is_sketch(), truth > DISTINCT_EXACT_MAX as f64);
+            // What is stored decodes, with the crate, to the same estimate.
+            let stored = datasketches::hll::HllSketch::deserialize(&ours.to_bytes()).unwrap();
+            assert_eq!(stored.estimate(), ours.estimate(), "{n} values");
+            if !ours.is_sketch() {
+                // The same coupons as the crate's own list or set.
+                assert_eq!(ours.estimate(), reference.estimate(), "{n} values");
+                assert_eq!(ours.to_bytes().len(), reference.serialize().len());
+            }
+            for estimate in [ours.estimate(), reference.estimate()] {
+                assert!(
+                    (estimate - truth).abs() <= 3.0 * 0.0163 * truth + 1.0,
+                    "{n}: {estimate}"
+                );
+            }
             // Merging a list into a promoted sketch and the other way round.
             let mut small = Distinct::default();
             small.insert("someone-else");
@@ -149,7 +157,22 @@ mod tests {
             let mut b = small.clone();
             b.merge(&ours);
             assert_eq!(a.estimate(), b.estimate());
+            assert!((a.estimate() - truth - 1.0).abs() <= 3.0 * 0.0163 * truth + 1.0);
         }
+        // Two lists whose union passes the list limit become one sketch.
+        let mut a = Distinct::default();
+        let mut b = Distinct::default();
+        for i in 0..200 {
+            a.insert(&format!("a{i}"));
+            b.insert(&format!("b{i}"));
+        }
+        a.merge(&b);
+        assert!(a.is_sketch());
+        assert!(
+            (a.estimate() - 400.0).abs() <= 3.0 * 0.0163 * 400.0,
+            "{}",
+            a.estimate()
+        );
         // Quantiles keep the crate's bins from the first value: the same bytes
         // and answers as the crate's sketch, including values below the floor,
         // negative ones, and a range past the crate's 2,048 bins, where the
@@ -213,6 +236,20 @@ mod tests {
             reference.add(v);
         }
         assert_eq!(ours.to_bytes(), reference.to_java_bytes());
+    }
+
+    /// Our coupon is the crate's, read from the list image of a one-value sketch.
+    #[test]
+    fn coupons_are_the_crates() {
+        let mut values: Vec<String> = (0..40).map(|n| "x".repeat(n)).collect();
+        values.extend(["u12345", "sessionId-éà", "🙂", "/products/113"].map(String::from));
+        for v in &values {
+            let mut sketch = new_hll();
+            sketch.update(v.as_str());
+            let bytes = sketch.serialize();
+            let theirs = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+            assert_eq!(distinct::coupon(v), theirs, "{v:?}");
+        }
     }
 
     /// The top-K of an open bucket is the crate's frequent-items algorithm:

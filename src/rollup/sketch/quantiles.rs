@@ -188,11 +188,27 @@ impl Counters {
         })
     }
 
-    /// (key, count) of the non-empty bins, ascending.
-    fn bins(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
-        (0..self.counts.len())
-            .map(|i| (self.offset + i as i32, self.counts.get(i)))
-            .filter(|(_, n)| *n > 0)
+    /// Calls `f(key, count)` for the non-empty bins, ascending.
+    fn for_each_bin(&self, mut f: impl FnMut(i32, u64)) {
+        fn each<T: Copy + Into<u64>>(c: &[T], offset: i32, f: &mut impl FnMut(i32, u64)) {
+            for (i, n) in c.iter().enumerate() {
+                let n: u64 = (*n).into();
+                if n > 0 {
+                    f(offset + i as i32, n);
+                }
+            }
+        }
+        match &self.counts {
+            Counts::Narrow(c) => each(c, self.offset, &mut f),
+            Counts::Wide(c) => each(c, self.offset, &mut f),
+        }
+    }
+
+    fn occupied(&self) -> usize {
+        match &self.counts {
+            Counts::Narrow(c) => c.iter().filter(|n| **n > 0).count(),
+            Counts::Wide(c) => c.iter().filter(|n| **n > 0).count(),
+        }
     }
 
     /// Whether every key of `other` can be added without passing the bin limit.
@@ -358,18 +374,18 @@ impl Quantiles {
             (&b.positive, FLAG_POSITIVE_BINS),
             (&b.negative, FLAG_NEGATIVE_BINS),
         ] {
-            let bins = counters.bins().count();
+            let bins = counters.occupied();
             if bins == 0 {
                 continue;
             }
             out.push(flag);
             unsigned_var_long(&mut out, bins as u64);
             let mut previous = 0i64;
-            for (key, n) in counters.bins() {
+            counters.for_each_bin(|key, n| {
                 signed_var_long(&mut out, key as i64 - previous);
                 var_double(&mut out, n as f64);
                 previous = key as i64;
-            }
+            });
         }
         out
     }

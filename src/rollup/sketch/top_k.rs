@@ -198,17 +198,18 @@ impl TopK {
     /// The K most frequent values with their estimated counts, largest first
     /// (ties by value, so the order is stable).
     pub fn top(&self) -> Vec<(String, u64)> {
-        let mut rows: Vec<(String, u64)> = (0..self.items.len())
-            .map(|i| {
-                (
-                    self.items.value(i).to_string(),
-                    self.items.counts[i] + self.offset,
-                )
-            })
-            .collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        rows.truncate(self.k);
-        rows
+        let items = &self.items;
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            items.counts[b]
+                .cmp(&items.counts[a])
+                .then_with(|| items.value(a).cmp(items.value(b)))
+        });
+        order
+            .into_iter()
+            .take(self.k)
+            .map(|i| (items.value(i).to_string(), items.counts[i] + self.offset))
+            .collect()
     }
 
     /// Estimated count of one value.
