@@ -2,6 +2,12 @@
 //! the bucket is older than the horizon, it cannot change. This cache keeps
 //! their merged cells per (data source, query shape), bounded in bytes, so a
 //! refresh reads only the open tail from MongoDB.
+//!
+//! In: a fresh grid and the closed range [from, until) of it ([`BucketCache::put`]).
+//! Out: the cached cells from a panel's start on and where they end
+//! ([`BucketCache::get`]); the caller reads the rest. A refresh after a hit
+//! only extends its entry with the buckets closed since, so the cells are
+//! copied once per hit, not twice.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
