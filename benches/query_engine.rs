@@ -1,7 +1,9 @@
 //! Query engine costs. (1) Rows/s from rollup rows to Grafana frames (Arrow
 //! IPC included): 10,000 buckets × 20 series. (2) With MONGODB_URI set (the
 //! script starts the stand-in), a 24-hour / 1-minute / 4-dimension query
-//! answered from MongoDB versus with its closed buckets cached.
+//! answered from MongoDB versus with its closed buckets cached, and the
+//! stages of the cached refresh timed apart (the open tail's read, the cache
+//! hit, the measures, the frames) to say where its time goes.
 //! `scripts/bench-query.sh` prints the table.
 
 use std::time::Duration;
@@ -10,10 +12,11 @@ use bson::{doc, Document};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use grafana_plugin_sdk::backend::DataResponse;
 use mongopulse::query::cache::BucketCache;
+use mongopulse::query::execute::aggregate;
 use mongopulse::query::model::{parse, BuilderQuery, Query};
 use mongopulse::query::plan::{plan, PlanContext, Retention};
-use mongopulse::query::run::{builder_frames, run_builder, Env};
-use mongopulse::query::{compute, decode, frames};
+use mongopulse::query::run::{builder_frames, cache_key, run_builder, Env};
+use mongopulse::query::{compute, decode, frames, generate};
 use mongopulse::store::CollectionNames;
 
 const T0: i64 = 1_733_702_400_000; // 2024-12-09T00:00:00Z
@@ -175,6 +178,44 @@ fn cache_bench(c: &mut Criterion) {
                 .len()
             })
         })
+    });
+    // The cached refresh's stages, one at a time, on the same panel.
+    let p = plan(&q, &ctx).expect("plan");
+    let hit = cache
+        .get(&cache_key("bench", &p), p.from_ms, now)
+        .expect("the warm-up cached the closed buckets");
+    let tail = p.reading_from(hit.until);
+    g.bench_function("tail_read", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let fetched = aggregate(
+                    db,
+                    &tail.collection,
+                    generate::pipeline(&tail),
+                    Duration::from_secs(60),
+                    1_000_000,
+                )
+                .await
+                .expect("tail");
+                decode::grid(&tail, &fetched.rows).expect("grid").len()
+            })
+        })
+    });
+    g.bench_function("cache_get", |b| {
+        b.iter(|| {
+            cache
+                .get(&cache_key("bench", &p), p.from_ms, now)
+                .map(|h| h.buckets)
+        })
+    });
+    let outcome = rt
+        .block_on(run_builder(&env(Some(cache), db), &q, &ctx))
+        .expect("query");
+    g.bench_function("measures", |b| {
+        b.iter(|| compute::series(&q, &outcome.plan, &outcome.grid, outcome.from_ms).len())
+    });
+    g.bench_function("frames", |b| {
+        b.iter(|| builder_frames(&q, &outcome, false).expect("frames").len())
     });
     g.finish();
     let s = cache.stats();

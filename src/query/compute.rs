@@ -43,7 +43,7 @@ fn value(kind: &MeasureKind, plan: &Plan, cell: &Cell, bucket_ms: i64) -> Option
             .distinct
             .iter()
             .position(|x| x == key)
-            .and_then(|i| cell.distinct.get(i).cloned().flatten())
+            .and_then(|i| cell.distinct.get(i)?.as_ref())
             .map(|d| d.estimate().round()),
         MeasureKind::Percentile {
             metric: m,
@@ -52,7 +52,7 @@ fn value(kind: &MeasureKind, plan: &Plan, cell: &Cell, bucket_ms: i64) -> Option
             .quantiles
             .iter()
             .position(|x| x == m)
-            .and_then(|i| cell.quantiles.get(i).cloned().flatten())
+            .and_then(|i| cell.quantiles.get(i)?.as_ref())
             .and_then(|q| q.quantile(percentile / 100.0)),
         MeasureKind::Topk { .. } => None,
     }
@@ -235,7 +235,7 @@ fn top_k_series(
     };
     let mut total: Option<TopK> = None;
     for c in cells.values() {
-        merge_opt(&mut total, &c.top_k.get(ai).cloned().flatten(), |x, y| {
+        merge_opt(&mut total, c.top_k.get(ai).unwrap_or(&None), |x, y| {
             x.merge(y)
         });
     }
@@ -253,7 +253,7 @@ fn top_k_series(
                 .map(|t| {
                     let v = cells
                         .get(t)
-                        .and_then(|c| c.top_k.get(ai).cloned().flatten())
+                        .and_then(|c| c.top_k.get(ai)?.as_ref())
                         .map(|s| s.estimate(&value) as f64);
                     (
                         *t,
@@ -291,7 +291,7 @@ pub fn top_k_table(
     for (key, cells) in grid {
         let mut total: Option<TopK> = None;
         for c in cells.range(from_ms..plan.to_ms).map(|(_, c)| c) {
-            merge_opt(&mut total, &c.top_k.get(ai).cloned().flatten(), |x, y| {
+            merge_opt(&mut total, c.top_k.get(ai).unwrap_or(&None), |x, y| {
                 x.merge(y)
             });
         }

@@ -69,7 +69,7 @@ async fn read_grid(
     let uncached = plan.reading_from(read_from);
     let pipeline = generate::pipeline(&uncached);
     let executed = pipeline_text(&plan.collection, &pipeline);
-    let mut grid = Grid::new();
+    let mut tail = Grid::new();
     let mut truncated = false;
     if read_from < plan.to_ms {
         let fetched = aggregate(
@@ -90,18 +90,16 @@ async fn read_grid(
                 ),
             ));
         }
-        grid = decode::grid(&uncached, &fetched.rows).map_err(RunError::Data)?;
+        tail = decode::grid(&uncached, &fetched.rows).map_err(RunError::Data)?;
     }
     let served = hit.as_ref().map_or(0, |h| h.buckets);
     // Cells carried over keep their age, so the cache's time to live still runs out.
     let created = hit.as_ref().map_or(env.now_ms, |h| h.created_ms);
-    if let Some(h) = hit {
-        for (k, cells) in h.grid {
-            let g = grid.entry(k).or_default();
-            for (t, c) in cells {
-                g.insert(t, c);
-            }
-        }
+    // The few tail cells go into the cached ones, not the other way round:
+    // they start where the cached buckets end, so nothing is overwritten.
+    let mut grid = hit.map_or_else(Grid::new, |h| h.grid);
+    for (k, cells) in tail {
+        grid.entry(k).or_default().extend(cells);
     }
     if let Some(cache) = env.cache {
         cache.record_read(read_from > plan.from_ms, served);
@@ -135,7 +133,7 @@ fn closed_until(plan: &Plan, grid: &Grid, horizon: i64) -> i64 {
 
 /// The plan without its time range: what makes two reads share buckets. Top-K
 /// sketches are read with the K asked for, so K is part of the shape.
-fn cache_key(scope: &str, plan: &Plan) -> String {
+pub fn cache_key(scope: &str, plan: &Plan) -> String {
     format!(
         "{scope}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         plan.collection,
