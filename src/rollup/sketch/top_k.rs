@@ -199,16 +199,18 @@ impl TopK {
     /// (ties by value, so the order is stable).
     pub fn top(&self) -> Vec<(String, u64)> {
         let items = &self.items;
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_unstable_by(|&a, &b| {
-            items.counts[b]
-                .cmp(&items.counts[a])
-                .then_with(|| items.value(a).cmp(items.value(b)))
-        });
-        order
-            .into_iter()
-            .take(self.k)
-            .map(|i| (items.value(i).to_string(), items.counts[i] + self.offset))
+        let mut rows: Vec<(u64, &str)> = (0..items.len())
+            .map(|i| (items.counts[i], items.value(i)))
+            .collect();
+        let order = |a: &(u64, &str), b: &(u64, &str)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
+        // Every flush writes the top K: select them first, then sort only those.
+        if rows.len() > self.k {
+            rows.select_nth_unstable_by(self.k, order);
+            rows.truncate(self.k);
+        }
+        rows.sort_unstable_by(order);
+        rows.into_iter()
+            .map(|(count, value)| (value.to_string(), count + self.offset))
             .collect()
     }
 
