@@ -38,6 +38,9 @@ print(f"{'update, ns/event':30} {ou/n:12.0f} {nu/n:12.0f} {nu/ou:11.2f}   ours <
 print(f"{'flush build, us/bucket':30} {orr/1e3/mem['buckets']:12.1f} {nr/1e3/mem['naive_buckets']:12.1f} {nr/orr:11.2f}   ours <= 15 and <= naive")
 print(f"{'flush build, ms for all':30} {orr/1e6:12.1f} {nr/1e6:12.1f} {'':11}   <= 100 (7,200 buckets)")
 print(f"{'memory, bytes/open bucket':30} {ob:12,.0f} {nb:12,.0f} {nb/ob:11.2f}   naive/ours >= 10; <= 1,000 at ~100 events")
+if "small_bytes" in mem:
+    per = mem["small_events"] / mem["small_buckets"]
+    print(f"{'memory, bytes/bucket of ~' + format(per, '.0f') + ' ev':30} {mem['small_bytes'] / mem['small_buckets']:12,.0f} {'':12} {'':11}   <= 1,000")
 print(f"{'memory, MB total':30} {mem['ours_bytes']/1e6:12.1f} {mem['naive_bytes']/1e6:12.1f}")
 counts = dict(l.split() for l in open(sys.argv[1]) if l.strip())
 if counts.get("parse"):
