@@ -420,12 +420,13 @@ fn key(value: f64, gamma_ln: f64) -> i32 {
     (value.ln() / gamma_ln).floor() as i32
 }
 
-// The Java format's flag bytes: (subflag << 2) | type, as the crate writes them.
-const FLAG_COUNT: u8 = (0x28 << 2) | 0;
-const FLAG_SUM: u8 = (0x21 << 2) | 0;
-const FLAG_MIN: u8 = (0x22 << 2) | 0;
-const FLAG_MAX: u8 = (0x23 << 2) | 0;
-const FLAG_ZERO_COUNT: u8 = (1 << 2) | 0;
+// The Java format's flag bytes: (subflag << 2) | type, as the crate writes
+// them; type 0 is a sketch feature.
+const FLAG_COUNT: u8 = 0x28 << 2;
+const FLAG_SUM: u8 = 0x21 << 2;
+const FLAG_MIN: u8 = 0x22 << 2;
+const FLAG_MAX: u8 = 0x23 << 2;
+const FLAG_ZERO_COUNT: u8 = 1 << 2;
 const FLAG_INDEX_MAPPING_LOG: u8 = 2;
 /// Index deltas and counts (subflag 1) for the positive (1) and negative (3) stores.
 const FLAG_POSITIVE_BINS: u8 = (1 << 2) | 1;
