@@ -339,7 +339,7 @@ impl Rollups {
     pub async fn flush_once(&self, now_ms: i64) -> Result<usize, RollupError> {
         let _one_at_a_time = self.flushing.lock().await;
         let started = Instant::now();
-        let batch = {
+        let mut batch = {
             let mut w = self.lock();
             w.advance(now_ms);
             w.flush(now_ms)
@@ -349,7 +349,7 @@ impl Rollups {
             .observe(started.elapsed().as_secs_f64());
         let written = batch.rollups.len() + batch.sessions.len();
         self.metrics.flush_buckets.observe(written as f64);
-        match self.write(&batch).await {
+        match self.write(&mut batch).await {
             Ok(()) => {
                 let (cp, finalized, newest, open, sessions, tuples) = {
                     let mut w = self.lock();
@@ -407,10 +407,13 @@ impl Rollups {
         }
     }
 
-    async fn write(&self, batch: &FlushBatch) -> Result<(), RollupError> {
+    /// Writes the batch's documents, taking them out of it: what stays is
+    /// what commit and abandon read (keys, versions, finality), and a copy of
+    /// every document cost as much as building it.
+    async fn write(&self, batch: &mut FlushBatch) -> Result<(), RollupError> {
         let mut by_level: [Vec<Document>; 4] = Default::default();
-        for p in &batch.rollups {
-            by_level[p.level.index()].push(p.doc.clone());
+        for p in &mut batch.rollups {
+            by_level[p.level.index()].push(std::mem::take(&mut p.doc));
         }
         for level in Level::ALL {
             let docs = std::mem::take(&mut by_level[level.index()]);
@@ -419,7 +422,11 @@ impl Rollups {
             }
         }
         if !batch.sessions.is_empty() {
-            let docs = batch.sessions.iter().map(|p| p.doc.clone()).collect();
+            let docs = batch
+                .sessions
+                .iter_mut()
+                .map(|p| std::mem::take(&mut p.doc))
+                .collect();
             replace_all(&self.db, &self.names.sessions, docs).await?;
         }
         Ok(())
