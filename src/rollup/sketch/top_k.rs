@@ -18,6 +18,7 @@
 
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 
+use crate::event::short_eq;
 use crate::rollup::error::SketchError;
 
 /// The crate's smallest map (log2).
@@ -65,7 +66,7 @@ impl Items {
         // hash table at these sizes.
         let mut at = 0;
         while let Some(i) = self.hashes[at..].iter().position(|h| *h == hash) {
-            if self.value(at + i) == value {
+            if short_eq(self.value(at + i), value) {
                 return Some(at + i);
             }
             at += i + 1;
