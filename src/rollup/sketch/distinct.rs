@@ -63,54 +63,51 @@ fn murmur3_x64_128_str(value: &[u8], seed: u64) -> (u64, u64) {
         k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         k ^ (k >> 33)
     };
-    let total = value.len() + 1;
-    let byte = |i: usize| if i < value.len() { value[i] } else { 0xff };
-    let word = |from: usize, to: usize| {
-        (from..to).fold(0u64, |w, i| w | (u64::from(byte(i)) << ((i - from) * 8)))
+    let mix1 = |k1: u64| k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
+    let mix2 = |k2: u64| k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
+    let words = |b: &[u8]| {
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&b[..8]);
+        hi.copy_from_slice(&b[8..16]);
+        (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
     };
     let (mut h1, mut h2) = (seed, seed);
-    let blocks = total / 16;
-    for b in 0..blocks {
-        let at = b * 16;
-        let (k1, k2) = if at + 16 <= value.len() {
-            let read = |i: usize| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(&value[i..i + 8]);
-                u64::from_le_bytes(w)
-            };
-            (read(at), read(at + 8))
-        } else {
-            (word(at, at + 8), word(at + 8, at + 16))
-        };
-        h1 ^= k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
+    let mut block = |k1: u64, k2: u64| {
+        h1 ^= mix1(k1);
         h1 = h1
             .rotate_left(27)
             .wrapping_add(h2)
             .wrapping_mul(5)
             .wrapping_add(0x52dc_e729);
-        h2 ^= k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
+        h2 ^= mix2(k2);
         h2 = h2
             .rotate_left(31)
             .wrapping_add(h1)
             .wrapping_mul(5)
             .wrapping_add(0x3849_5ab5);
+    };
+    let whole = value.len() / 16 * 16;
+    for chunk in value[..whole].chunks_exact(16) {
+        let (k1, k2) = words(chunk);
+        block(k1, k2);
     }
-    let tail = blocks * 16;
-    let rem = total - tail;
-    if rem > 8 {
-        h2 ^= word(tail + 8, total)
-            .wrapping_mul(C2)
-            .rotate_left(33)
-            .wrapping_mul(C1);
+    // The rest of the value and the 0xff terminator, zero-padded: one last
+    // block when they fill it, else the tail (zero bytes add nothing to it).
+    let rest = &value[whole..];
+    let mut last = [0u8; 16];
+    last[..rest.len()].copy_from_slice(rest);
+    last[rest.len()] = 0xff;
+    let (k1, k2) = words(&last);
+    if rest.len() + 1 == 16 {
+        block(k1, k2);
+    } else {
+        h2 ^= mix2(k2);
+        h1 ^= mix1(k1);
     }
-    if rem > 0 {
-        h1 ^= word(tail, tail + rem.min(8))
-            .wrapping_mul(C1)
-            .rotate_left(31)
-            .wrapping_mul(C2);
-    }
-    h1 ^= total as u64;
-    h2 ^= total as u64;
+    let total = (value.len() + 1) as u64;
+    h1 ^= total;
+    h2 ^= total;
     h1 = h1.wrapping_add(h2);
     h2 = h2.wrapping_add(h1);
     h1 = fmix(h1);
