@@ -10,17 +10,9 @@ cd "$(dirname "$0")/.."
 cargo bench --bench ingest_decode -- --noplot "$@" >&2
 bench=$(ls -t target/release/deps/ingest_decode-* | grep -v '\.d$' | head -1)
 counts=target/criterion/ingest-instructions.txt
-: > "$counts"
-if command -v valgrind > /dev/null; then
-  for what in build parse_sonic parse_simd parse_serde decode decode_bson; do
-    out=$(mktemp)
-    INGEST_COUNT=$what INGEST_COUNT_PASSES=10 valgrind --tool=callgrind \
-      --callgrind-out-file=/dev/null "$bench" 2> "$out" || true
-    total=$(grep -oE 'Collected : [0-9]+' "$out" | grep -oE '[0-9]+' || echo 0)
-    echo "$what $total" >> "$counts"
-    rm -f "$out"
-  done
-fi
+. scripts/callgrind.sh
+INGEST_COUNT_PASSES=10 callgrind_counts "$bench" INGEST_COUNT "$counts" \
+  build parse_sonic parse_simd parse_serde decode decode_bson
 python3 - "$counts" <<'PY'
 import json, os, sys
 events = 10_000
@@ -41,7 +33,7 @@ medians = {name: median_ns(name) for _, name, _ in parsers + ours}
 fastest_label, fastest, fastest_count = min(parsers, key=lambda p: medians[p[1]])
 fast_ns = medians[fastest]
 goals = {"decode_and_validate": "≥ 1,000,000 events/s per core"}
-print(f"batch of {events} seed-shaped events (~400 bytes each), one core; ratio = fastest parse-only median / this median")
+print(f"batch of {events} seed-shaped events (~500 bytes each), one core; ratio = fastest parse-only median / this median")
 print(f"{'stage':38} {'median/batch':>13} {'events/s (1 core)':>18} {'× fastest parse':>16}   goal")
 for label, name, _ in parsers + ours:
     ns = medians[name]

@@ -324,6 +324,7 @@ fn explain_serde(bytes: &[u8], e: &serde_json::Error) -> String {
     }
 }
 
+// Out of line (once per event) so profiles show what timestamps cost.
 #[inline(never)]
 fn parse_time(t: &Json) -> Result<DateTime<Utc>, String> {
     let millis = match t {
@@ -610,6 +611,38 @@ mod tests {
             );
             assert_eq!(Event::from_stored(&e.to_document("main")).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn the_common_time_shape_reads_as_chrono_reads_it() {
+        for text in [
+            "2024-12-09T14:30:15.234Z",
+            "2024-12-09T14:30:15Z",
+            "2024-12-09T14:30:15.2Z",
+            "2024-12-09T14:30:15.23Z",
+            "2024-12-09T14:30:15.999999999Z",
+            "2024-02-29T23:59:59.001Z",
+            "2023-02-29T00:00:00Z",
+            "2024-12-09T24:00:00Z",
+            "2024-12-09T14:60:00Z",
+            "2024-12-09T14:30:60Z",
+            "2024-13-09T14:30:15Z",
+            "2024-12-09T14:30:15.Z",
+            "2024-12-09T14:30:15.1234567890Z",
+            "2024-12-09t14:30:15Z",
+            "2024-12-09T14:30:15+01:00",
+            "0000-01-01T00:00:00Z",
+            "2024-12-09T14:3a:15Z",
+        ] {
+            let chrono = DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|d| d.with_timezone(&Utc).trunc_subsecs(3));
+            if let Some(fast) = common_rfc3339(text) {
+                assert_eq!(Some(fast), chrono, "{text}");
+            }
+            assert_eq!(parse_time(&Json::Str(text.into())).ok(), chrono, "{text}");
+        }
+        assert!(common_rfc3339("2024-12-09T14:30:15.234Z").is_some());
     }
 
     #[test]

@@ -232,6 +232,7 @@ impl<'a> Scanner<'a> {
         Some(key)
     }
 
+    // Out of line (called once per event) so profiles name the scanner's parts.
     #[inline(never)]
     fn event(&mut self) -> Option<WireEvent<'a>> {
         let mut e = WireEvent {
