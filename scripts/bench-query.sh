@@ -6,15 +6,7 @@
 # MONGODB_URI if set, else starts the stand-in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${MONGODB_URI:-}" ]; then
-  venv=target/standin-venv
-  [ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q -r tests/standin/requirements.txt; }
-  coproc STANDIN { exec "$venv/bin/python" tests/standin/standin.py --port 0 2>/dev/null; }
-  trap 'kill $STANDIN_PID 2>/dev/null || true' EXIT
-  read -r line <&"${STANDIN[0]}"
-  export MONGODB_URI="mongodb://${line#LISTENING }/?replicaSet=rs0"
-  echo "stand-in at $MONGODB_URI" >&2
-fi
+. scripts/standin.sh
 cargo bench --bench query_engine -- --noplot "$@" >&2
 python3 - <<'PY'
 import json, os

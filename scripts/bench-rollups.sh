@@ -9,17 +9,8 @@ cd "$(dirname "$0")/.."
 cargo bench --bench rollup_update -- --noplot "$@" >&2
 bench=$(ls -t target/release/deps/rollup_update-* | grep -v '\.d$' | head -1)
 counts=target/criterion/rollup-instructions.txt
-: > "$counts"
-if command -v valgrind > /dev/null; then
-  for what in parse ours naive ours_results; do
-    out=$(mktemp)
-    ROLLUP_COUNT=$what ROLLUP_COUNT_EVENTS=100000 valgrind --tool=callgrind \
-      --callgrind-out-file=/dev/null "$bench" 2> "$out" || true
-    total=$(grep -oE 'Collected : [0-9]+' "$out" | grep -oE '[0-9]+' || echo 0)
-    echo "$what $total" >> "$counts"
-    rm -f "$out"
-  done
-fi
+. scripts/callgrind.sh
+ROLLUP_COUNT_EVENTS=100000 callgrind_counts "$bench" ROLLUP_COUNT "$counts" parse ours naive ours_results
 python3 - "$counts" <<'PY'
 import json, os, sys
 base = "target/criterion/rollup"

@@ -172,6 +172,7 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for MembersVisitor<V> {
 }
 
 /// A string borrowed when it has no escapes, owned otherwise.
+#[derive(Debug, PartialEq)]
 pub struct CowStr<'a>(pub Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {

@@ -105,11 +105,20 @@ pub fn decompress(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<V
 /// Splits a body into one slice per event.
 pub fn split(body: &[u8], format: Format, max_events: usize) -> Result<Vec<&[u8]>, BodyError> {
     let items: Vec<&[u8]> = match format {
-        Format::Ndjson => body
-            .split(|b| *b == b'\n')
-            .map(trim)
-            .filter(|line| !line.is_empty())
-            .collect(),
+        Format::Ndjson => {
+            // memchr finds the line ends many bytes at a time; a byte-by-byte
+            // split was a tenth of decoding a batch.
+            let mut lines = Vec::with_capacity(body.len() / 256 + 1);
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', body).chain([body.len()]) {
+                let line = body.get(start..end).map(trim).unwrap_or_default();
+                if !line.is_empty() {
+                    lines.push(line);
+                }
+                start = end + 1;
+            }
+            lines
+        }
         Format::Json => {
             let trimmed = trim(body);
             match trimmed.first() {

@@ -6,7 +6,7 @@
 //! `dead_letters` with their reason, and a response listing both.
 //!
 //! Stages: [`decode`] (body → event bytes) → [`validate`] (bytes → validated
-//! [`crate::event::Event`]) → [`record`] (the contract with the rollup engine,
+//! [`crate::event::Event`], read by [`wire`]'s scanner or serde_json) → [`record`] (the contract with the rollup engine,
 //! which admits, stores through [`writer`] (group commit) and counts) ;
 //! [`http`] wires them to axum, [`auth`] guards the door.
 
@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod record;
 pub mod validate;
+mod wire;
 pub mod writer;
 
 use chrono::{DateTime, Utc};
