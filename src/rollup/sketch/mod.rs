@@ -238,6 +238,55 @@ mod tests {
         assert_eq!(ours.to_bytes(), reference.to_java_bytes());
     }
 
+    /// Documents written before the compact forms (the crates' own sketches)
+    /// and after hold the same formats, so a query range that spans both
+    /// merges them as one sketch.
+    #[test]
+    fn sketches_stored_before_and_after_merge_alike() {
+        use datasketches::frequencies::FrequentItemsSketch;
+        let users: Vec<String> = (0..300).map(|i| format!("u{i}")).collect();
+        let loads = log_normal(400, 7.0, 0.8);
+        let pages: Vec<String> = (0..400).map(|i| format!("/p/{}", i % 7)).collect();
+        // Before: the crates' sketches, as the writer made them.
+        let mut old_users = new_hll();
+        users[..150]
+            .iter()
+            .for_each(|u| old_users.update(u.as_str()));
+        let mut old_loads = new_ddsketch(0.01);
+        loads[..200].iter().for_each(|v| old_loads.add(*v));
+        let mut old_pages = FrequentItemsSketch::<String>::new(TopK::map_size(10)).unwrap();
+        pages[..200]
+            .iter()
+            .for_each(|p| old_pages.update(p.clone()));
+        // After: the compact forms (users 100..150 seen by both).
+        let mut new_users = Distinct::default();
+        users[100..].iter().for_each(|u| new_users.insert(u));
+        let mut new_loads = Quantiles::new(0.01);
+        loads[200..].iter().for_each(|v| new_loads.insert(*v));
+        let mut new_pages = TopK::new(10);
+        pages[200..].iter().for_each(|p| new_pages.insert(p));
+        // A query decodes both and merges them.
+        let mut users_all = Distinct::from_bytes(&old_users.serialize()).unwrap();
+        users_all.merge(&Distinct::from_bytes(&new_users.to_bytes()).unwrap());
+        assert!((users_all.estimate() - 300.0).abs() <= 3.0 * 0.0163 * 300.0);
+        let mut loads_all = Quantiles::from_bytes(&old_loads.to_java_bytes()).unwrap();
+        loads_all
+            .merge(&Quantiles::from_bytes(&new_loads.to_bytes()).unwrap())
+            .unwrap();
+        let mut reference = new_ddsketch(0.01);
+        loads[200..].iter().for_each(|v| reference.add(*v));
+        old_loads.merge(&reference).unwrap();
+        assert_eq!(loads_all.to_bytes(), old_loads.to_java_bytes());
+        let mut pages_all = TopK::from_bytes(&old_pages.serialize(), 10).unwrap();
+        pages_all.merge(&TopK::from_bytes(&new_pages.to_bytes(), 10).unwrap());
+        // Seven pages fit the map: counts exact.
+        for i in 0..7 {
+            let truth = pages.iter().filter(|p| **p == format!("/p/{i}")).count() as u64;
+            assert_eq!(pages_all.estimate(&format!("/p/{i}")), truth);
+        }
+        assert_eq!(pages_all.total(), 400);
+    }
+
     /// Our coupon is the crate's, read from the list image of a one-value sketch.
     #[test]
     fn coupons_are_the_crates() {
