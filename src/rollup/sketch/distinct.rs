@@ -152,18 +152,15 @@ fn exact_bytes(coupons: &[u32]) -> Vec<u8> {
 /// The crate's sketch of these coupons: their list/set image read back, in
 /// pieces the set mode holds, unioned when there is more than one.
 fn sketch_of(coupons: &[u32]) -> HllSketch {
-    let mut pieces = coupons
+    let mut pieces: Vec<HllSketch> = coupons
         .chunks(DISTINCT_EXACT_MAX)
-        .filter_map(|piece| HllSketch::deserialize(&exact_bytes(piece)).ok());
-    let Some(first) = pieces.next() else {
-        return new_hll();
-    };
-    let mut rest = pieces.peekable();
-    if rest.peek().is_none() {
-        return first;
+        .filter_map(|piece| HllSketch::deserialize(&exact_bytes(piece)).ok())
+        .collect();
+    match pieces.len() {
+        0 => new_hll(),
+        1 => pieces.swap_remove(0),
+        _ => union(&pieces[0], pieces[1..].iter()),
     }
-    let rest: Vec<HllSketch> = rest.collect();
-    union(&first, rest.iter())
 }
 
 fn union<'a>(first: &HllSketch, others: impl Iterator<Item = &'a HllSketch>) -> HllSketch {
