@@ -12,6 +12,7 @@ use chrono::Utc;
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 use support::daemon::{seed_event, signal, Daemon, API_KEY};
+use support::late_insert_proxy::LateInsertProxy;
 use support::mongo::TestMongo;
 
 /// Breaks event `e` in the `kind`-th way; returns the path the API must report.
@@ -424,6 +425,48 @@ async fn paused_mongodb_gets_503_never_2xx_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     support::recount::wait_until_rollups_match(&mongo).await;
+}
+
+/// An insert whose connection broke has an unknown outcome: the server may still apply
+/// it, even seconds after it has answered other connections again (a paused or
+/// overloaded server does). Here a proxy cuts the connection under the insert and
+/// hands it to MongoDB 6 s later. The client gets a 503 (nothing unknown is
+/// acknowledged), and once MongoDB has stored the batch it is counted, exactly once.
+#[tokio::test]
+async fn insert_applied_long_after_its_connection_broke_is_counted() {
+    let mongo = TestMongo::start().await;
+    let Some((proxy, uri)) = LateInsertProxy::in_front_of(&mongo.uri, Duration::from_secs(6)).await
+    else {
+        eprintln!("skipped: the proxy needs a MongoDB URI with one host");
+        return;
+    };
+    let daemon = Daemon::spawn_on(
+        &uri,
+        &mongo.db_name,
+        false,
+        &[("MONGOPULSE__INGEST__WRITER__WRITE_TIMEOUT_MS", "2000")],
+    );
+    daemon.wait_ready().await;
+
+    proxy.arm();
+    let now = Utc::now();
+    let batch: Vec<Value> = (0..20).map(|i| seed_event(i, now)).collect();
+    let (status, body) = daemon.post_json(&Value::Array(batch)).await;
+    assert_eq!(
+        status, 503,
+        "an insert whose outcome is unknown must not be acknowledged: {body}"
+    );
+    support::until("the held insert applied by MongoDB", || async {
+        proxy.delivered()
+    })
+    .await;
+    assert_eq!(
+        stored_seqs(&mongo).await,
+        (0..20).collect::<BTreeSet<i64>>(),
+        "MongoDB stored the late insert"
+    );
+    let exact = support::recount::wait_until_rollups_match(&mongo).await;
+    assert_eq!(exact.values().sum::<i64>(), 20);
 }
 
 #[tokio::test]

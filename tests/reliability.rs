@@ -549,6 +549,13 @@ async fn database_outage(kind: Outage) {
         tally.answered_503
     ));
     row.write();
+    if outcome.rollups_under() + outcome.rollups_over() > 0 {
+        // What the daemon said about its inserts is what tells a lost outcome apart
+        // from a miscount.
+        let stderr = daemon.stderr();
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+        eprintln!("---- the daemon's warnings ----\n{}", warnings.join("\n"));
+    }
     assert_nothing_lost(&row, &tally, &outcome, &alerts);
     // Bounded: the writer's queue has a budget, past it requests get 503s. A generous
     // bound catches growth without limit, not the allocator's ups and downs.

@@ -308,8 +308,7 @@ async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            write_batch(jobs, answer_by, &shared).await;
-            drop(slot);
+            write_batch(jobs, answer_by, &shared, slot).await;
         });
     }
     // Every handle is gone: wait for the writes still in flight.
@@ -318,7 +317,15 @@ async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
         .await;
 }
 
-async fn write_batch(jobs: Vec<Job>, answer_by: tokio::time::Instant, shared: &Shared) {
+/// Inserts one batch and hands out its outcome. `slot` is held while the insert is
+/// in flight; a lookup of what an insert with an unknown outcome stored is only
+/// reads, so it does not keep other batches from being written.
+async fn write_batch(
+    jobs: Vec<Job>,
+    answer_by: tokio::time::Instant,
+    shared: &Shared,
+    slot: OwnedSemaphorePermit,
+) {
     let metrics = &shared.metrics;
     let timeout = Duration::from_millis(shared.config.write_timeout_ms);
     let sizes: Vec<usize> = jobs.iter().map(|j| j.docs.len()).collect();
@@ -348,6 +355,7 @@ async fn write_batch(jobs: Vec<Job>, answer_by: tokio::time::Instant, shared: &S
                 .ordered(false)
                 .write_concern(shared.write_concern.clone())
                 .await;
+            drop(slot);
             metrics.observe_write(started.elapsed().as_secs_f64());
             insert_result(inserted, &docs, shared).await
         };
@@ -455,16 +463,24 @@ async fn insert_result(
     }
 }
 
-/// How long a batch whose insert failed with an unknown outcome is looked up for (see
-/// [`stored_anyway`]) before it is taken as not stored; bounded so that a shutdown with
-/// MongoDB gone still ends.
-const LOOKUP_PATIENCE: Duration = Duration::from_secs(60);
+/// How long the events of an insert with an unknown outcome are looked for once
+/// MongoDB answers again, unless all are found sooner. A server that was paused or
+/// overloaded may apply an insert it had read before after it answered newer
+/// connections: on a busy machine SecantusDB applied one more than 2 s after our
+/// first lookup. Meanwhile the events' admissions hold their minutes open (they
+/// cannot become final without them) and their ids stay in flight (a client's retry
+/// is refused, not stored twice); what is not found by then is taken as not stored.
+const LOOKUP_SETTLE: Duration = Duration::from_secs(30);
 
-/// The ids of `docs` found in `events` after an insert failed with an unknown outcome.
-/// Asked once MongoDB answers again, and once more a little later: a server that was
-/// paused may apply the insert it had already read after it answered a newer
-/// connection. The time range lets a time-series collection (which has no `_id` index)
-/// read only the buckets of the batch's minutes.
+/// How long the lookup keeps trying while MongoDB does not answer at all, so that
+/// the task ends even if MongoDB never comes back.
+const LOOKUP_PATIENCE: Duration = Duration::from_secs(15 * 60);
+
+const LOOKUP_EVERY: Duration = Duration::from_secs(1);
+
+/// The ids of `docs` found in `events` after an insert failed with an unknown outcome
+/// (see [`LOOKUP_SETTLE`]). The time range lets a time-series collection (which has no
+/// `_id` index) read only the buckets of the batch's minutes.
 async fn stored_anyway(shared: &Shared, docs: &[Document]) -> HashSet<ObjectId> {
     let ids: Vec<ObjectId> = docs
         .iter()
@@ -480,36 +496,45 @@ async fn stored_anyway(shared: &Shared, docs: &[Document]) -> HashSet<ObjectId> 
     }
     let mut found = HashSet::new();
     let give_up = Instant::now() + LOOKUP_PATIENCE;
-    for pass in 0..2 {
-        if pass == 1 {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        loop {
-            let lookup = async {
-                let cursor = shared
-                    .collection
-                    .find(filter.clone())
-                    .projection(doc! { "_id": 1 })
-                    .await?;
-                cursor.try_collect::<Vec<Document>>().await
-            };
-            match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-                Ok(Ok(stored)) => {
-                    found.extend(stored.iter().filter_map(|d| d.get_object_id("_id").ok()));
-                    break;
-                }
-                _ if Instant::now() > give_up => {
-                    tracing::warn!(
-                        events = ids.len(),
-                        "cannot tell which events of a failed insert MongoDB stored; they are not counted until a backfill of their minutes recounts them"
-                    );
-                    return found;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+    let mut settled_at: Option<Instant> = None;
+    loop {
+        let lookup = async {
+            let cursor = shared
+                .collection
+                .find(filter.clone())
+                .projection(doc! { "_id": 1 })
+                .await?;
+            cursor.try_collect::<Vec<Document>>().await
+        };
+        if let Ok(Ok(stored)) = tokio::time::timeout(Duration::from_secs(5), lookup).await {
+            found.extend(stored.iter().filter_map(|d| d.get_object_id("_id").ok()));
+            if found.len() >= ids.len() {
+                return found;
             }
+            settled_at.get_or_insert_with(|| Instant::now() + LOOKUP_SETTLE);
+        }
+        let now = Instant::now();
+        match settled_at {
+            Some(at) if now >= at => {
+                tracing::warn!(
+                    events = ids.len(),
+                    stored = found.len(),
+                    "the rest of an insert with an unknown outcome was not found in events {} s after MongoDB answered again: taken as not stored (its clients got a 503 and may retry)",
+                    LOOKUP_SETTLE.as_secs()
+                );
+                return found;
+            }
+            None if now >= give_up => {
+                tracing::warn!(
+                    events = ids.len(),
+                    "cannot tell which events of a failed insert MongoDB stored (no answer for {} minutes); they are not counted until a backfill of their minutes recounts them",
+                    LOOKUP_PATIENCE.as_secs() / 60
+                );
+                return found;
+            }
+            _ => tokio::time::sleep(LOOKUP_EVERY).await,
         }
     }
-    found
 }
 
 /// Hands each request its share of `result`, with indexes relative to its own

@@ -5,6 +5,7 @@ pub mod brokers;
 pub mod capture;
 pub mod daemon;
 pub mod frames;
+pub mod late_insert_proxy;
 pub mod load;
 pub mod mongo;
 pub mod plugin_harness;
