@@ -167,7 +167,9 @@ impl Outcome {
 
 /// Once the load has stopped: compares what was acknowledged with `events`, then every
 /// rollup level with an exact recount of `events`.
-async fn settle(mongo: &TestMongo, tally: &Tally) -> Outcome {
+async fn settle(mongo: &TestMongo, daemon: &Daemon, tally: &Tally) -> Outcome {
+    // An insert answered 503 at its timeout may still be stored after the load ends.
+    daemon.wait_until_inserts_settled().await;
     let read_at = Instant::now();
     let (exact, stored) = recount_and_seqs(mongo).await;
     eprintln!(
@@ -401,7 +403,7 @@ async fn repeated_kill_9_of_the_daemon_under_load_loses_and_double_counts_nothin
     sleep_until_wall(boundary - 1_000).await;
     let tally = load.stop().await;
     let secs = started.elapsed().as_secs_f64();
-    let outcome = settle(&mongo, &tally).await;
+    let outcome = settle(&mongo, &daemon, &tally).await;
     let alerts = check_alerts(&daemon, &mongo, &outcome.exact, boundary).await;
     panicked += panics(&daemon.stderr());
 
@@ -515,7 +517,7 @@ async fn database_outage(kind: Outage) {
     let tally = load.stop().await;
     let secs = started.elapsed().as_secs_f64();
     let samples = sampler.stop().await;
-    let outcome = settle(&mongo, &tally).await;
+    let outcome = settle(&mongo, &daemon, &tally).await;
     let alerts = check_alerts(&daemon, &mongo, &outcome.exact, boundary).await;
 
     let (scenario, tried) = match kind {
@@ -774,7 +776,7 @@ async fn soak_with_live_channels_and_alert_rules_keeps_counts_exact_and_memory_f
     };
     let daemon_samples = after_warmup(daemon_samples.stop().await);
     let plugin_samples = after_warmup(plugin_samples.stop().await);
-    let outcome = settle(&mongo, &tally).await;
+    let outcome = settle(&mongo, &daemon, &tally).await;
     let alerts = check_alerts(&daemon, &mongo, &outcome.exact, boundary).await;
     panel_reader.abort();
     probe_reader.abort();

@@ -52,14 +52,14 @@ fn run(path: &Path, lateness_secs: i64, gap_secs: i64) -> Run {
             run.docs
                 .entry(p.level.name().to_string())
                 .or_default()
-                .insert(id, p.doc.clone());
+                .insert(id, p.doc.to_document().unwrap());
         }
         for p in batch.sessions.iter() {
             let id = p.doc.get_str("_id").unwrap().to_string();
             run.docs
                 .entry("sessions".into())
                 .or_default()
-                .insert(id, p.doc.clone());
+                .insert(id, p.doc.to_document().unwrap());
         }
         w.commit(&batch);
     };
@@ -302,8 +302,8 @@ fn hour_equals_the_merge_of_its_minutes() {
             let b = windows.flush(ms);
             for p in &b.rollups {
                 match p.level {
-                    Level::Minute if p.is_final => minutes.push(p.doc.clone()),
-                    Level::Hour if p.is_final => hours.push(p.doc.clone()),
+                    Level::Minute if p.is_final => minutes.push(p.doc.to_document().unwrap()),
+                    Level::Hour if p.is_final => hours.push(p.doc.to_document().unwrap()),
                     _ => {}
                 }
             }
@@ -314,8 +314,8 @@ fn hour_equals_the_merge_of_its_minutes() {
     let b = windows.flush(0);
     for p in &b.rollups {
         match p.level {
-            Level::Minute if p.is_final => minutes.push(p.doc.clone()),
-            Level::Hour if p.is_final => hours.push(p.doc.clone()),
+            Level::Minute if p.is_final => minutes.push(p.doc.to_document().unwrap()),
+            Level::Hour if p.is_final => hours.push(p.doc.to_document().unwrap()),
             _ => {}
         }
     }

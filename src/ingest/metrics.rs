@@ -34,6 +34,7 @@ pub struct IngestMetrics {
     pub writes_failed: Counter,
     pub writes_timed_out: Counter,
     pub writes_unanswered: Gauge,
+    pub writes_looked_up: Gauge,
     pub dead_letter_failures: Counter,
     /// Running totals, read by the `pipeline_stats` reporter.
     pub rejected_total: AtomicU64,
@@ -61,6 +62,7 @@ impl IngestMetrics {
             writes_failed: Counter::default(),
             writes_timed_out: Counter::default(),
             writes_unanswered: Gauge::default(),
+            writes_looked_up: Gauge::default(),
             dead_letter_failures: Counter::default(),
             rejected_total: AtomicU64::new(0),
             lag_sum_ms: AtomicU64::new(0),
@@ -125,6 +127,11 @@ impl IngestMetrics {
             "writes_unanswered",
             "Inserts past write_timeout_ms still waiting for MongoDB's answer (their events are neither acknowledged nor counted yet)",
             m.writes_unanswered.clone(),
+        );
+        r.register(
+            "writes_looked_up",
+            "Inserts whose outcome is unknown (their connection broke) being looked up in events (up to 30 s after MongoDB answers again); what is found is counted",
+            m.writes_looked_up.clone(),
         );
         r.register(
             "dead_letter_write_failures",

@@ -436,7 +436,9 @@ async fn insert_result(
             if !e.contains_label(NO_WRITES_PERFORMED) =>
         {
             let why = shared.redactor.clean(&e.to_string());
+            shared.metrics.writes_looked_up.inc();
             let found = stored_anyway(shared, docs).await;
+            shared.metrics.writes_looked_up.dec();
             if found.is_empty() {
                 return Err(SubmitError::Unavailable(why));
             }

@@ -247,7 +247,7 @@ fn top_k_series(
     top.into_iter()
         .map(|(value, _)| {
             let mut l = labels.clone();
-            l.insert(attribute.to_string(), value.clone());
+            l.insert(attribute.to_string(), value.to_string());
             let points = buckets
                 .iter()
                 .map(|t| {
@@ -296,7 +296,12 @@ pub fn top_k_table(
             });
         }
         if let Some(t) = total {
-            let top: Vec<(String, u64)> = t.top().into_iter().take(k).collect();
+            let top: Vec<(String, u64)> = t
+                .top()
+                .into_iter()
+                .take(k)
+                .map(|(v, n)| (v.to_string(), n))
+                .collect();
             let shown: u64 = top.iter().map(|r| r.1).sum();
             for (v, n) in top {
                 rows.push((key.clone(), v, n));

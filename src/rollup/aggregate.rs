@@ -9,10 +9,11 @@
 
 use std::borrow::Cow;
 
-use bson::spec::BinarySubtype;
-use bson::{doc, Binary, Bson, Document};
+use bson::RawDocumentBuf;
+use bson::{Bson, Document};
 use sha2::{Digest, Sha256};
 
+use super::bson_writer::{self, BsonWriter};
 use super::error::FieldError;
 use super::sketch::{Distinct, Quantiles, TopK};
 use super::spec::Spec;
@@ -201,82 +202,84 @@ impl Aggregate {
         writer: &str,
         is_final: bool,
         now_ms: i64,
-    ) -> Document {
-        let mut dimensions = Document::new();
+    ) -> RawDocumentBuf {
+        let mut w = BsonWriter::new(self.size_guess());
+        w.str(
+            "_id",
+            &document_id(spec, level, start_ms, dims, writer),
+        );
+        w.str("spec", &spec.name);
+        w.str("granularity", level.name());
+        w.date_time("timestamp", start_ms);
+        w.str("writer", writer);
+        w.begin_document("dimensions");
         for (name, value) in spec.dimensions.iter().zip(dims) {
-            dimensions.insert(
-                name.clone(),
-                value.as_deref().map(Bson::from).unwrap_or(Bson::Null),
-            );
+            match value {
+                Some(v) => w.str(name, v),
+                None => w.null(name),
+            }
         }
-        let mut metrics = doc! { "count": self.count as i64 };
+        w.end();
+        w.begin_document("metrics");
+        w.i64("count", self.count as i64);
         let mut sorted: Vec<&(Box<str>, Stats)> = self.metrics.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, s) in sorted {
-            metrics.insert(
-                name.to_string(),
-                doc! { "sum": s.sum, "min": s.min, "max": s.max, "count": s.count as i64 },
-            );
+            w.begin_document(name);
+            w.f64("sum", s.sum);
+            w.f64("min", s.min);
+            w.f64("max", s.max);
+            w.i64("count", s.count as i64);
+            w.end();
         }
-        let binary = |bytes: Vec<u8>| {
-            Bson::Binary(Binary {
-                subtype: BinarySubtype::Generic,
-                bytes,
-            })
-        };
-        let distinct: Document = spec
-            .distinct
-            .iter()
-            .zip(&self.distinct)
-            .map(|(k, s)| (k.clone(), binary(s.to_bytes())))
-            .collect();
-        let quantiles: Document = spec
-            .quantiles
-            .iter()
-            .zip(&self.quantiles)
-            .map(|(k, s)| (k.clone(), binary(s.to_bytes())))
-            .collect();
-        let top_sketches: Document = spec
-            .top_k
-            .iter()
-            .zip(&self.top_k)
-            .map(|(t, s)| (t.attribute.clone(), binary(s.to_bytes())))
-            .collect();
-        let top_lists: Document = spec
-            .top_k
-            .iter()
-            .zip(&self.top_k)
-            .map(|(t, s)| {
-                let rows: Vec<Bson> = s
-                    .top()
-                    .into_iter()
-                    .map(|(value, count)| {
-                        Bson::Document(doc! { "value": value, "count": count as i64 })
-                    })
-                    .collect();
-                (t.attribute.clone(), Bson::Array(rows))
-            })
-            .collect();
-        let top_totals: Document = spec
-            .top_k
-            .iter()
-            .zip(&self.top_k)
-            .map(|(t, s)| (t.attribute.clone(), Bson::Int64(s.total() as i64)))
-            .collect();
-        doc! {
-            "_id": document_id(spec, level, start_ms, dims, writer),
-            "spec": &spec.name,
-            "granularity": level.name(),
-            "timestamp": bson::DateTime::from_millis(start_ms),
-            "writer": writer,
-            "dimensions": dimensions,
-            "metrics": metrics,
-            "sketches": { "distinct": distinct, "quantiles": quantiles, "topK": top_sketches },
-            "topK": top_lists,
-            "topKTotal": top_totals,
-            "final": is_final,
-            "computedAt": bson::DateTime::from_millis(now_ms),
+        w.end();
+        w.begin_document("sketches");
+        w.begin_document("distinct");
+        for (key, sketch) in spec.distinct.iter().zip(&self.distinct) {
+            w.binary(key, &sketch.to_bytes());
         }
+        w.end();
+        w.begin_document("quantiles");
+        for (key, sketch) in spec.quantiles.iter().zip(&self.quantiles) {
+            w.binary(key, &sketch.to_bytes());
+        }
+        w.end();
+        w.begin_document("topK");
+        for (t, sketch) in spec.top_k.iter().zip(&self.top_k) {
+            w.binary(&t.attribute, &sketch.to_bytes());
+        }
+        w.end();
+        w.end();
+        w.begin_document("topK");
+        let mut key = String::new();
+        for (t, sketch) in spec.top_k.iter().zip(&self.top_k) {
+            w.begin_array(&t.attribute);
+            for (i, (value, count)) in sketch.top().into_iter().enumerate() {
+                w.begin_document(bson_writer::index(i, &mut key));
+                w.str("value", value);
+                w.i64("count", count as i64);
+                w.end();
+            }
+            w.end();
+        }
+        w.end();
+        w.begin_document("topKTotal");
+        for (t, sketch) in spec.top_k.iter().zip(&self.top_k) {
+            w.i64(&t.attribute, sketch.total() as i64);
+        }
+        w.end();
+        w.bool("final", is_final);
+        w.date_time("computedAt", now_ms);
+        w.finish()
+    }
+
+    /// About how many bytes the stored document takes, so that it is written into
+    /// one buffer without growing it.
+    fn size_guess(&self) -> usize {
+        let sketches: usize = self.distinct.iter().map(|d| d.heap_size()).sum::<usize>()
+            + self.quantiles.iter().map(|q| q.heap_size()).sum::<usize>()
+            + self.top_k.iter().map(|t| 2 * t.heap_size()).sum::<usize>();
+        512 + 64 * self.metrics.len() + sketches
     }
 
     /// Reads a stored document back (for recovery, backfill and queries).

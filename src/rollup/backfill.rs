@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use bson::{doc, Document};
+use bson::{doc, Document, RawDocumentBuf};
 use futures_util::TryStreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mongodb::Database;
@@ -17,7 +17,7 @@ use super::aggregate::{stored_dimensions, Aggregate};
 use super::error::RollupError;
 use super::level::{Level, HOUR_MS, MINUTE_MS};
 use super::spec::Spec;
-use super::store::{load_checkpoint, replace_all};
+use super::store::{load_checkpoint, raw, replace_all};
 use super::windows::Windows;
 use crate::event::Event;
 use crate::store::CollectionNames;
@@ -106,17 +106,22 @@ pub async fn backfill(
                 .map_err(RollupError::clear(minutes))?;
         }
         let now = chrono::Utc::now().timestamp_millis();
-        let docs: Vec<Document> = windows
+        let docs: Vec<RawDocumentBuf> = windows
             .flush(now)
             .rollups
             .into_iter()
             .filter(|p| p.level == Level::Minute)
-            .map(|mut p| {
+            .map(|p| {
+                // Final as the request says, not as the backfill's own clock would.
                 let end = Level::Minute.bucket_end(p.key.start);
-                p.doc.insert("final", end <= req.final_before_ms);
-                p.doc
+                let mut d = p.doc.to_document().map_err(|e| RollupError::Write {
+                    collection: minutes.to_string(),
+                    problem: format!("a rebuilt document cannot be read back: {e}"),
+                })?;
+                d.insert("final", end <= req.final_before_ms);
+                raw(minutes, &d)
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         report.minute_documents += docs.len() as u64;
         replace_all(db, minutes, docs).await?;
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -196,7 +201,7 @@ async fn rebuild_bucket(
         .await
         .map_err(RollupError::clear(coll))?;
     let now = chrono::Utc::now().timestamp_millis();
-    let docs: Vec<Document> = merged
+    let docs: Vec<RawDocumentBuf> = merged
         .iter()
         .map(|(dims, agg)| agg.to_document(spec, level, start, dims, writer, is_final, now))
         .collect();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bson::Document;
+use bson::RawDocumentBuf;
 use chrono::Utc;
 use mongodb::Database;
 use prometheus_client::metrics::counter::Counter;
@@ -411,7 +411,7 @@ impl Rollups {
     /// what commit and abandon read (keys, versions, finality), and a copy of
     /// every document cost as much as building it.
     async fn write(&self, batch: &mut FlushBatch) -> Result<(), RollupError> {
-        let mut by_level: [Vec<Document>; 4] = Default::default();
+        let mut by_level: [Vec<RawDocumentBuf>; 4] = Default::default();
         for p in &mut batch.rollups {
             by_level[p.level.index()].push(std::mem::take(&mut p.doc));
         }

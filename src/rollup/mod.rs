@@ -14,6 +14,7 @@
 
 pub mod aggregate;
 pub mod backfill;
+pub mod bson_writer;
 pub mod engine;
 pub mod error;
 pub mod ids;

@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 
-use bson::{doc, Bson, Document};
+use bson::RawDocumentBuf;
 
 use super::aggregate::{dimension_values, document_id};
+use super::bson_writer::BsonWriter;
 use super::level::{Level, MINUTE_MS};
 use super::spec::Spec;
 use super::windows::{Pending, WindowKey};
@@ -234,32 +235,34 @@ pub fn session_document(
     writer: &str,
     is_final: bool,
     now_ms: i64,
-) -> Document {
-    let mut dimensions = Document::new();
+) -> RawDocumentBuf {
+    let mut w = BsonWriter::new(384);
+    w.str(
+        "_id",
+        &format!(
+            "sessions:{}",
+            document_id(spec, Level::Minute, key.start, &key.dims, writer)
+        ),
+    );
+    w.str("spec", &spec.name);
+    w.str("granularity", "minute");
+    w.date_time("timestamp", key.start);
+    w.str("writer", writer);
+    w.begin_document("dimensions");
     for (name, value) in spec.dimensions.iter().zip(key.dims.iter()) {
         if name != "eventType" {
-            dimensions.insert(
-                name.clone(),
-                value.as_deref().map(Bson::from).unwrap_or(Bson::Null),
-            );
+            match value {
+                Some(v) => w.str(name, v),
+                None => w.null(name),
+            }
         }
     }
-    let id = format!(
-        "sessions:{}",
-        document_id(spec, Level::Minute, key.start, &key.dims, writer)
-    );
-    doc! {
-        "_id": id,
-        "spec": &spec.name,
-        "granularity": "minute",
-        "timestamp": bson::DateTime::from_millis(key.start),
-        "writer": writer,
-        "dimensions": dimensions,
-        "sessions": s.sessions as i64,
-        "durationMsSum": s.duration_ms as i64,
-        "events": s.events as i64,
-        "bounces": s.bounces as i64,
-        "final": is_final,
-        "computedAt": bson::DateTime::from_millis(now_ms),
-    }
+    w.end();
+    w.i64("sessions", s.sessions as i64);
+    w.i64("durationMsSum", s.duration_ms as i64);
+    w.i64("events", s.events as i64);
+    w.i64("bounces", s.bounces as i64);
+    w.bool("final", is_final);
+    w.date_time("computedAt", now_ms);
+    w.finish()
 }

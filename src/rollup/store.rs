@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use bson::RawDocumentBuf;
 use bson::{doc, Bson, Document};
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use super::bson_writer::{self, BsonWriter};
 use super::error::RollupError;
 use super::level::Level;
 use crate::store::CollectionNames;
@@ -54,30 +56,42 @@ impl LevelTtl {
 pub async fn replace_all(
     db: &Database,
     collection: &str,
-    docs: Vec<Document>,
+    docs: Vec<RawDocumentBuf>,
 ) -> Result<(), RollupError> {
     let failed = |problem: String| RollupError::Write {
         collection: collection.to_string(),
         problem,
     };
     for chunk in docs.chunks(500) {
-        let updates: Vec<Bson> = chunk
-            .iter()
-            .map(|d| {
-                Bson::Document(doc! {
-                    "q": { "_id": d.get("_id").cloned().unwrap_or(Bson::Null) },
-                    "u": d.clone(),
-                    "upsert": true,
-                })
-            })
-            .collect();
+        // The command is written as bytes too: each document is copied in once, not
+        // rebuilt as a tree and serialised again.
+        let size: usize = chunk.iter().map(|d| d.as_bytes().len() + 96).sum();
+        let mut w = BsonWriter::new(size + 128);
+        w.str("update", collection);
+        w.begin_array("updates");
+        let mut key = String::new();
+        for (i, d) in chunk.iter().enumerate() {
+            w.begin_document(bson_writer::index(i, &mut key));
+            w.begin_document("q");
+            // Every id here is a string: `document_id`'s and the checkpoint's.
+            let id = d
+                .get_str("_id")
+                .map_err(|e| failed(format!("a document without a string _id: {e}")))?;
+            w.str("_id", id);
+            w.end();
+            w.document("u", d);
+            w.bool("upsert", true);
+            w.end();
+        }
+        w.end();
+        w.bool("ordered", false);
+        w.begin_document("writeConcern");
+        w.str("w", "majority");
+        w.bool("j", true);
+        w.end();
+        let command = w.finish();
         let reply = db
-            .run_command(doc! {
-                "update": collection,
-                "updates": updates,
-                "ordered": false,
-                "writeConcern": { "w": "majority", "j": true },
-            })
+            .run_raw_command(command)
             .await
             .map_err(|e| failed(format!("{e}; the flush is retried")))?;
         // The writes were applied but not made durable as asked: not stored, for us.
@@ -99,6 +113,14 @@ pub async fn replace_all(
         }
     }
     Ok(())
+}
+
+/// `doc` as the bytes [`replace_all`] writes, for documents built as a [`Document`].
+pub fn raw(collection: &str, doc: &Document) -> Result<RawDocumentBuf, RollupError> {
+    RawDocumentBuf::from_document(doc).map_err(|e| RollupError::Write {
+        collection: collection.to_string(),
+        problem: format!("the document cannot be encoded as BSON: {e}"),
+    })
 }
 
 /// Indexes the query engine relies on, and one TTL index per level.
@@ -237,5 +259,5 @@ pub async fn save_checkpoint(
     if let Some(s) = cp.sessions_ms {
         d.insert("sessions", date(s));
     }
-    replace_all(db, &names.checkpoints, vec![d]).await
+    replace_all(db, &names.checkpoints, vec![raw(&names.checkpoints, &d)?]).await
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use bson::Document;
+use bson::RawDocumentBuf;
 use hashbrown::{Equivalent, HashMap as FastMap};
 
 use super::aggregate::{dimension_values, Aggregate};
@@ -160,7 +160,7 @@ pub struct Pending {
     pub key: WindowKey,
     pub version: u64,
     pub is_final: bool,
-    pub doc: Document,
+    pub doc: RawDocumentBuf,
 }
 
 #[derive(Debug, Default)]
@@ -675,11 +675,11 @@ mod tests {
         Ok(())
     }
 
-    fn docs(b: &FlushBatch, level: Level) -> Vec<&Document> {
+    fn docs(b: &FlushBatch, level: Level) -> Vec<bson::Document> {
         b.rollups
             .iter()
             .filter(|p| p.level == level)
-            .map(|p| &p.doc)
+            .map(|p| p.doc.to_document().unwrap())
             .collect()
     }
 

@@ -168,6 +168,30 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits until no insert of the daemon awaits MongoDB's answer or a lookup of
+    /// what it stored: until then MongoDB may still store events (and the daemon count
+    /// them), so a recount of `events` taken earlier can fall short.
+    pub async fn wait_until_inserts_settled(&self) {
+        let gauge = |text: &str, name: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        };
+        let deadline = Instant::now() + super::PATIENCE;
+        loop {
+            let m = self.metrics().await;
+            let pending = gauge(&m, "mongopulse_ingest_writes_unanswered ").unwrap_or(0.0)
+                + gauge(&m, "mongopulse_ingest_writes_looked_up ").unwrap_or(0.0);
+            if pending == 0.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "inserts never settled: {pending} still unanswered or looked up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -346,9 +346,9 @@ mod tests {
                 }
             }
             let rows = decoded.frequent_items_with_threshold(ErrorType::NoFalseNegatives, 0);
-            let mut top: Vec<(String, u64)> = rows
+            let mut top: Vec<(&str, u64)> = rows
                 .iter()
-                .map(|r| (r.item().clone(), r.estimate()))
+                .map(|r| (r.item().as_str(), r.estimate()))
                 .collect();
             top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             top.truncate(10);
@@ -394,7 +394,7 @@ mod tests {
             b.insert("/c");
         }
         a.merge(&TopK::from_bytes(&b.to_bytes(), 2).unwrap());
-        assert_eq!(a.top(), vec![("/a".to_string(), 5), ("/c".to_string(), 5)]);
+        assert_eq!(a.top(), vec![("/a", 5), ("/c", 5)]);
         assert_eq!(a.total(), 13);
     }
 }

@@ -198,7 +198,7 @@ impl TopK {
 
     /// The K most frequent values with their estimated counts, largest first
     /// (ties by value, so the order is stable).
-    pub fn top(&self) -> Vec<(String, u64)> {
+    pub fn top(&self) -> Vec<(&str, u64)> {
         let items = &self.items;
         let mut rows: Vec<(u64, &str)> = (0..items.len())
             .map(|i| (items.counts[i], items.value(i)))
@@ -211,7 +211,7 @@ impl TopK {
         }
         rows.sort_unstable_by(order);
         rows.into_iter()
-            .map(|(count, value)| (value.to_string(), count + self.offset))
+            .map(|(count, value)| (value, count + self.offset))
             .collect()
     }
 
