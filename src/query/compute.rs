@@ -254,7 +254,7 @@ fn top_k_series(
                     let v = cells
                         .get(t)
                         .and_then(|c| c.top_k.get(ai)?.as_ref())
-                        .map(|s| s.estimate(&value) as f64);
+                        .map(|s| s.estimate(value) as f64);
                     (
                         *t,
                         v.or(if q.fill == Fill::Zero {

@@ -32,10 +32,7 @@ impl BsonWriter {
     pub fn new(capacity: usize) -> BsonWriter {
         let mut buf = Vec::with_capacity(capacity.max(5));
         buf.extend_from_slice(&[0; 4]);
-        BsonWriter {
-            buf,
-            open: vec![0],
-        }
+        BsonWriter { buf, open: vec![0] }
     }
 
     fn key(&mut self, kind: u8, key: &str) {
@@ -136,6 +133,12 @@ impl BsonWriter {
 
 /// An array element's key: its index in decimal.
 pub fn index(i: usize, out: &mut String) -> &str {
+    const SMALL: [&str; 16] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+    ];
+    if let Some(key) = SMALL.get(i) {
+        return key;
+    }
     use std::fmt::Write;
     out.clear();
     let _ = write!(out, "{i}");

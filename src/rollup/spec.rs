@@ -73,8 +73,13 @@ impl std::ops::Deref for Spec {
 impl Spec {
     pub fn new(c: &SpecConfig) -> Result<Spec, RollupConfigError> {
         let name = &c.name;
-        let field_ok =
-            |s: &str| !s.is_empty() && !s.starts_with('$') && !s.contains('.') && !s.contains('\0') && s.len() <= 64;
+        let field_ok = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('$')
+                && !s.contains('.')
+                && !s.contains('\0')
+                && s.len() <= 64
+        };
         if name.is_empty()
             || !name
                 .bytes()

@@ -350,7 +350,7 @@ mod tests {
                 .iter()
                 .map(|r| (r.item().as_str(), r.estimate()))
                 .collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
             top.truncate(10);
             assert_eq!(ours.top(), top);
             let back = TopK::from_bytes(&ours.to_bytes(), 10).unwrap();

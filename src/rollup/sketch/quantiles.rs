@@ -380,10 +380,14 @@ impl Quantiles {
             }
             out.push(flag);
             unsigned_var_long(&mut out, bins as u64);
+            out.reserve(bins * 4);
             let mut previous = 0i64;
             counters.for_each_bin(|key, n| {
                 signed_var_long(&mut out, key as i64 - previous);
-                var_double(&mut out, n as f64);
+                match SMALL_COUNTS.get(n as usize) {
+                    Some((bytes, len)) => out.extend_from_slice(&bytes[..*len as usize]),
+                    None => var_double(&mut out, n as f64),
+                }
                 previous = key as i64;
             });
         }
@@ -480,20 +484,43 @@ fn signed_var_long(out: &mut Vec<u8>, value: i64) {
 }
 
 fn var_double(out: &mut Vec<u8>, value: f64) {
+    let (bytes, len) = var_double_bytes(value);
+    out.extend_from_slice(&bytes[..len as usize]);
+}
+
+/// [`var_double`] of every count a byte-wide counter holds, worked out at compile
+/// time: most bins of a bucket hold a few values, and the encoding loop cost more
+/// than the rest of writing a bin.
+static SMALL_COUNTS: [([u8; 9], u8); 256] = {
+    let mut table = [([0u8; 9], 0u8); 256];
+    let mut n = 0;
+    while n < 256 {
+        table[n] = var_double_bytes(n as f64);
+        n += 1;
+    }
+    table
+};
+
+/// The crate's `VarEncodingHelper.encodeVarDouble`: at most 9 bytes.
+const fn var_double_bytes(value: f64) -> ([u8; 9], u8) {
+    let mut out = [0u8; 9];
     let mut bits = (value + 1.0)
         .to_bits()
         .wrapping_sub(1.0f64.to_bits())
         .rotate_left(6);
-    for _ in 0..8 {
+    let mut i = 0;
+    while i < 8 {
         let next = (bits >> 57) as u8;
         bits <<= 7;
         if bits == 0 {
-            out.push(next);
-            return;
+            out[i] = next;
+            return (out, i as u8 + 1);
         }
-        out.push(next | 0x80);
+        out[i] = next | 0x80;
+        i += 1;
     }
-    out.push((bits >> 56) as u8);
+    out[8] = (bits >> 56) as u8;
+    (out, 9)
 }
 
 #[cfg(test)]
