@@ -188,22 +188,6 @@ impl Counters {
         })
     }
 
-    /// Calls `f(key, count)` for the non-empty bins, ascending.
-    fn for_each_bin(&self, mut f: impl FnMut(i32, u64)) {
-        fn each<T: Copy + Into<u64>>(c: &[T], offset: i32, f: &mut impl FnMut(i32, u64)) {
-            for (i, n) in c.iter().enumerate() {
-                let n: u64 = (*n).into();
-                if n > 0 {
-                    f(offset + i as i32, n);
-                }
-            }
-        }
-        match &self.counts {
-            Counts::Narrow(c) => each(c, self.offset, &mut f),
-            Counts::Wide(c) => each(c, self.offset, &mut f),
-        }
-    }
-
     fn occupied(&self) -> usize {
         match &self.counts {
             Counts::Narrow(c) => c.iter().filter(|n| **n > 0).count(),
@@ -380,16 +364,10 @@ impl Quantiles {
             }
             out.push(flag);
             unsigned_var_long(&mut out, bins as u64);
-            out.reserve(bins * 4);
-            let mut previous = 0i64;
-            counters.for_each_bin(|key, n| {
-                signed_var_long(&mut out, key as i64 - previous);
-                match SMALL_COUNTS.get(n as usize) {
-                    Some((bytes, len)) => out.extend_from_slice(&bytes[..*len as usize]),
-                    None => var_double(&mut out, n as f64),
-                }
-                previous = key as i64;
-            });
+            match &counters.counts {
+                Counts::Narrow(c) => write_narrow_bins(&mut out, c, counters.offset, bins),
+                Counts::Wide(c) => write_bins(&mut out, c, counters.offset, bins),
+            }
         }
         out
     }
@@ -479,13 +457,64 @@ fn unsigned_var_long(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-fn signed_var_long(out: &mut Vec<u8>, value: i64) {
-    unsigned_var_long(out, ((value >> 63) ^ (value << 1)) as u64);
-}
-
 fn var_double(out: &mut Vec<u8>, value: f64) {
     let (bytes, len) = var_double_bytes(value);
     out.extend_from_slice(&bytes[..len as usize]);
+}
+
+/// The non-empty bins as the crate writes them: each key as a signed varlong delta
+/// from the previous one, then its count as a var-double. Most bins of an open bucket
+/// are a few keys apart and hold a few values, so both usually take a byte or two,
+/// written here without a call per byte.
+fn write_bins<T: Copy + Into<u64>>(out: &mut Vec<u8>, counts: &[T], offset: i32, bins: usize) {
+    out.reserve(bins * 4);
+    let mut previous = 0i64;
+    for (i, n) in counts.iter().enumerate() {
+        write_bin(out, &mut previous, offset as i64 + i as i64, (*n).into());
+    }
+}
+
+/// [`write_bins`] for byte-wide counters, read eight at a time: a bucket's bins are
+/// sparse over its key range, and only the non-empty ones are visited.
+fn write_narrow_bins(out: &mut Vec<u8>, counts: &[u8], offset: i32, bins: usize) {
+    out.reserve(bins * 4);
+    let mut previous = 0i64;
+    let mut chunks = counts.chunks_exact(8);
+    let mut at = offset as i64;
+    for chunk in chunks.by_ref() {
+        let mut word = u64::from_le_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]);
+        while word != 0 {
+            let byte = word.trailing_zeros() / 8;
+            write_bin(out, &mut previous, at + byte as i64, (word >> (byte * 8)) & 0xFF);
+            word &= !(0xFF << (byte * 8));
+        }
+        at += 8;
+    }
+    for (i, n) in chunks.remainder().iter().enumerate() {
+        write_bin(out, &mut previous, at + i as i64, *n as u64);
+    }
+}
+
+#[inline(always)]
+fn write_bin(out: &mut Vec<u8>, previous: &mut i64, key: i64, n: u64) {
+    if n == 0 {
+        return;
+    }
+    let delta = key - *previous;
+    let zigzag = ((delta >> 63) ^ (delta << 1)) as u64;
+    if zigzag < 0x80 {
+        out.push(zigzag as u8);
+    } else {
+        unsigned_var_long(out, zigzag);
+    }
+    match SMALL_COUNTS.get(n as usize) {
+        Some(&(bytes, 1)) => out.push(bytes[0]),
+        Some(&(bytes, 2)) => out.extend_from_slice(&[bytes[0], bytes[1]]),
+        _ => var_double(out, n as f64),
+    }
+    *previous = key;
 }
 
 /// [`var_double`] of every count a byte-wide counter holds, worked out at compile
