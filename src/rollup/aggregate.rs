@@ -199,12 +199,16 @@ impl Aggregate {
         level: Level,
         start_ms: i64,
         dims: &[Option<Box<str>>],
+        dims_digest: &[u8; 8],
         writer: &str,
         is_final: bool,
         now_ms: i64,
     ) -> RawDocumentBuf {
         let mut w = BsonWriter::new(self.size_guess());
-        w.str("_id", &document_id(spec, level, start_ms, dims, writer));
+        w.str(
+            "_id",
+            &document_id_of(spec, level, start_ms, dims_digest, writer),
+        );
         w.str("spec", &spec.name);
         w.str("granularity", level.name());
         w.date_time("timestamp", start_ms);
@@ -370,6 +374,12 @@ pub fn document_id(
     dims: &[Option<Box<str>>],
     writer: &str,
 ) -> String {
+    document_id_of(spec, level, start_ms, &dims_digest(dims), writer)
+}
+
+/// The part of a document id that names its dimension tuple (a SHA-256 prefix): the
+/// same for every bucket of the tuple, so a window works it out once.
+pub fn dims_digest(dims: &[Option<Box<str>>]) -> [u8; 8] {
     let mut h = Sha256::new();
     for d in dims {
         match d {
@@ -381,7 +391,19 @@ pub fn document_id(
             None => h.update([0u8]),
         }
     }
-    let digest = h.finalize();
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&h.finalize()[..8]);
+    prefix
+}
+
+/// [`document_id`] from the tuple's [`dims_digest`].
+pub fn document_id_of(
+    spec: &Spec,
+    level: Level,
+    start_ms: i64,
+    digest: &[u8; 8],
+    writer: &str,
+) -> String {
     // `spec:level:start:writer:hex`, put together by hand: `format!` cost as much as the hash.
     let mut id = String::with_capacity(spec.name.len() + writer.len() + 48);
     id.push_str(&spec.name);
@@ -393,7 +415,7 @@ pub fn document_id(
     id.push_str(writer);
     id.push(':');
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in &digest[..8] {
+    for b in digest {
         id.push(HEX[(b >> 4) as usize] as char);
         id.push(HEX[(b & 15) as usize] as char);
     }

@@ -13,7 +13,7 @@ use futures_util::TryStreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mongodb::Database;
 
-use super::aggregate::{stored_dimensions, Aggregate};
+use super::aggregate::{dims_digest, stored_dimensions, Aggregate};
 use super::error::RollupError;
 use super::level::{Level, HOUR_MS, MINUTE_MS};
 use super::spec::Spec;
@@ -203,7 +203,10 @@ async fn rebuild_bucket(
     let now = chrono::Utc::now().timestamp_millis();
     let docs: Vec<RawDocumentBuf> = merged
         .iter()
-        .map(|(dims, agg)| agg.to_document(spec, level, start, dims, writer, is_final, now))
+        .map(|(dims, agg)| {
+            let digest = dims_digest(dims);
+            agg.to_document(spec, level, start, dims, &digest, writer, is_final, now)
+        })
         .collect();
     let n = docs.len() as u64;
     replace_all(db, coll, docs).await?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bson::RawDocumentBuf;
 use hashbrown::{Equivalent, HashMap as FastMap};
 
-use super::aggregate::{dimension_values, Aggregate};
+use super::aggregate::{dimension_values, dims_digest, Aggregate};
 use super::ids::{IdLedger, IdState};
 use super::level::{Level, MINUTE_MS};
 use super::sessions::Sessions;
@@ -116,6 +116,8 @@ pub struct Window {
     is_final: bool,
     /// Bumped on every change, so a write that raced a change is not taken as current.
     version: u64,
+    /// The tuple's part of the document id, worked out at the first flush.
+    dims_digest: Option<[u8; 8]>,
 }
 
 /// An event refused because its window is already final.
@@ -408,6 +410,7 @@ impl Windows {
                         dirty: true,
                         is_final: false,
                         version,
+                        dims_digest: None,
                     })
                 }
             };
@@ -458,6 +461,7 @@ impl Windows {
             dirty: false,
             is_final: false,
             version: 0,
+            dims_digest: None,
         });
         w.agg.merge(agg);
     }
@@ -543,6 +547,7 @@ impl Windows {
                             dirty: true,
                             is_final: false,
                             version,
+                            dims_digest: None,
                         })
                     }
                 };
@@ -566,6 +571,9 @@ impl Windows {
             {
                 win.dirty = false;
                 let spec = &self.specs[key.spec as usize];
+                let digest = *win
+                    .dims_digest
+                    .get_or_insert_with(|| dims_digest(&key.dims));
                 batch.rollups.push(Pending {
                     level,
                     key: key.clone(),
@@ -576,6 +584,7 @@ impl Windows {
                         level,
                         key.start,
                         &key.dims,
+                        &digest,
                         &self.writer,
                         win.is_final,
                         now_ms,

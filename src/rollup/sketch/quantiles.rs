@@ -487,7 +487,12 @@ fn write_narrow_bins(out: &mut Vec<u8>, counts: &[u8], offset: i32, bins: usize)
         ]);
         while word != 0 {
             let byte = word.trailing_zeros() / 8;
-            write_bin(out, &mut previous, at + byte as i64, (word >> (byte * 8)) & 0xFF);
+            write_bin(
+                out,
+                &mut previous,
+                at + byte as i64,
+                (word >> (byte * 8)) & 0xFF,
+            );
             word &= !(0xFF << (byte * 8));
         }
         at += 8;
