@@ -357,7 +357,7 @@ pub(crate) fn refusal_rejection(index: usize, refusal: Refusal) -> Rejection {
         Refusal::InFlight => Rejection {
             index,
             path: "id".into(),
-            reason: "an event with this id is being stored by an earlier request that has not been answered yet; it was not stored again. Retry in 1 s: it is then either stored or a duplicate".into(),
+            reason: "an event with this id is being stored by an earlier request that has not been answered yet; it was not stored again. Retry in 1 s: it is then either stored or a duplicate (if MongoDB broke the connection under that insert, its outcome is looked up for up to 30 s)".into(),
             kind: IN_FLIGHT,
         },
     }

@@ -15,7 +15,7 @@ use bson::oid::ObjectId;
 use bson::{doc, Document};
 use futures_util::TryStreamExt;
 use mongodb::error::{ErrorKind, NO_WRITES_PERFORMED};
-use mongodb::options::{Acknowledgment, WriteConcern};
+use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -251,9 +251,17 @@ impl Writer {
     }
 }
 
+/// Batches whose outcome is not settled yet (insert or lookup), at most: a bound no
+/// real queue reaches, counted so that a shutdown can wait for them.
+const UNSETTLED_MAX: u32 = 1 << 20;
+
+/// How long a shutdown waits for lookups of inserts with an unknown outcome.
+const SHUTDOWN_LOOKUP_WAIT: Duration = Duration::from_secs(60);
+
 async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let config = &shared.config;
     let in_flight = Arc::new(Semaphore::new(config.concurrent_writes));
+    let unsettled = Arc::new(Semaphore::new(UNSETTLED_MAX as usize));
     let delay = Duration::from_millis(config.max_batch_delay_ms);
     while let Some(first) = rx.recv().await {
         let mut size = first.docs.len();
@@ -307,14 +315,26 @@ async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
             }
         };
         let shared = shared.clone();
+        let unsettled = unsettled.clone().try_acquire_owned().ok();
         tokio::spawn(async move {
             write_batch(jobs, answer_by, &shared, slot).await;
+            drop(unsettled);
         });
     }
-    // Every handle is gone: wait for the writes still in flight.
+    // Every handle is gone: wait for the writes still in flight, then (for a while)
+    // for the lookups of those whose outcome is unknown, so that what they find is
+    // counted before the last flush.
     let _ = in_flight
         .acquire_many(config.concurrent_writes as u32)
         .await;
+    if tokio::time::timeout(SHUTDOWN_LOOKUP_WAIT, unsettled.acquire_many(UNSETTLED_MAX))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "stopping while inserts with an unknown outcome are still looked up; their minutes stay open in the checkpoint, so the next start recounts them from events"
+        );
+    }
 }
 
 /// Inserts one batch and hands out its outcome. `slot` is held while the insert is
@@ -501,10 +521,13 @@ async fn stored_anyway(shared: &Shared, docs: &[Document]) -> HashSet<ObjectId> 
     let mut settled_at: Option<Instant> = None;
     loop {
         let lookup = async {
+            // Majority: only what is as durable as an acknowledged insert is answered
+            // 2xx and counted (an applied insert may still be rolled back).
             let cursor = shared
                 .collection
                 .find(filter.clone())
                 .projection(doc! { "_id": 1 })
+                .read_concern(ReadConcern::majority())
                 .await?;
             cursor.try_collect::<Vec<Document>>().await
         };

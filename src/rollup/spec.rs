@@ -87,11 +87,13 @@ impl Spec {
         {
             return Err(RollupConfigError::BadSpecName(name.clone()));
         }
+        let top_k_attributes: Vec<String> = c.top_k.iter().map(|t| t.attribute.clone()).collect();
         for (list, what) in [
             (&c.dimensions, "dimensions"),
             (&c.metrics, "metrics"),
             (&c.distinct, "distinct"),
             (&c.quantiles, "quantiles"),
+            (&top_k_attributes, "top_k"),
         ] {
             if let Some(bad) = list.iter().find(|s| !field_ok(s)) {
                 return Err(RollupConfigError::BadFieldName {
