@@ -43,17 +43,42 @@ async fn stored(mongo: &TestMongo) -> BTreeMap<i64, usize> {
 async fn wait_stored(mongo: &TestMongo, n: usize, daemon: &Daemon) {
     let deadline = Instant::now() + support::PATIENCE;
     loop {
-        let seen = stored(mongo).await.len();
+        let seqs = stored(mongo).await;
+        let seen = seqs.len();
         if seen >= n {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {seen} of {n} events stored: {}",
-            daemon.stderr()
-        );
+        if Instant::now() >= deadline {
+            // Where it stalled: which events are missing, and what the daemon's
+            // sources say (messages in flight, Kafka lag per partition).
+            let sources: Vec<String> = daemon
+                .metrics()
+                .await
+                .lines()
+                .filter(|l| l.starts_with("mongopulse_source_") && !l.contains("_bucket{"))
+                .map(str::to_string)
+                .collect();
+            panic!(
+                "only {seen} of {n} events stored; missing seqs {:?}\nsource metrics:\n{}\nlog:\n{}",
+                missing_runs(&seqs, n),
+                sources.join("\n"),
+                daemon.stderr()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The seqs of `0..n` not in `seqs`, as runs `(first, last)`.
+fn missing_runs(seqs: &BTreeMap<i64, usize>, n: usize) -> Vec<(i64, i64)> {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for s in (0..n as i64).filter(|s| !seqs.contains_key(s)) {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == s => *last = s,
+            _ => runs.push((s, s)),
+        }
+    }
+    runs
 }
 
 /// Every seq of `expected` stored exactly once, and the rollups equal a recount.
@@ -153,33 +178,32 @@ async fn assert_source_reports(daemon: &Daemon, source: &str, stored: usize, ack
 
 /// Kills the daemon with SIGKILL once it stored `at_least` events while it holds
 /// messages it has not acknowledged, the publisher still going.
-async fn kill_mid_stream(daemon: &mut Daemon, mongo: &TestMongo, source: &str, at_least: usize) {
-    stop_mid_stream(daemon, mongo, source, at_least, "KILL").await
+async fn kill_mid_stream(daemon: &mut Daemon, source: &str, at_least: usize) {
+    stop_mid_stream(daemon, source, at_least, "KILL").await
 }
 
-/// Sends `signal` to the daemon once it stored `at_least` events while it holds
-/// messages it has not acknowledged, and waits for it to end.
-async fn stop_mid_stream(
-    daemon: &mut Daemon,
-    mongo: &TestMongo,
-    source: &str,
-    at_least: usize,
-    signal: &str,
-) {
+/// Sends `signal` to the daemon once it stored `at_least` events itself while it
+/// holds messages it has not acknowledged, and waits for it to end. Both are read
+/// from one `/metrics` answer, a few milliseconds apart at most: reading `events`
+/// between the two took long enough on a busy machine for a daemon to drain its
+/// share of the stream unseen.
+async fn stop_mid_stream(daemon: &mut Daemon, source: &str, at_least: usize, signal: &str) {
     let in_flight = format!("mongopulse_source_in_flight{{source=\"{source}\"}}");
+    let stored =
+        format!("mongopulse_source_events_total{{source=\"{source}\",outcome=\"stored\"}}");
     let deadline = Instant::now() + support::PATIENCE;
     loop {
-        if stored(mongo).await.len() >= at_least
-            && metric(&daemon.metrics().await, &in_flight) > 0.0
-        {
+        let m = daemon.metrics().await;
+        let (stored, held) = (metric(&m, &stored), metric(&m, &in_flight));
+        if stored >= at_least as f64 && held > 0.0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "never mid-stream: {}",
+            "never mid-stream ({stored} events stored, {held} messages in flight): {}",
             daemon.stderr()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     daemon.signal(signal);
     daemon.wait(support::PATIENCE);
@@ -246,7 +270,7 @@ async fn nats_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once()
             }
         })
     };
-    kill_mid_stream(&mut first, &mongo, "clicks", total / 4).await;
+    kill_mid_stream(&mut first, "clicks", total / 4).await;
     publisher.await.expect("publisher");
     let (_, unacked, _) = nats.consumer_state().await;
     eprintln!(
@@ -376,7 +400,7 @@ async fn amqp_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once()
             }
         })
     };
-    kill_mid_stream(&mut first, &mongo, "orders", total / 4).await;
+    kill_mid_stream(&mut first, "orders", total / 4).await;
     publisher.await.expect("publisher");
 
     let second = daemon_with(&mongo, &rabbit.source(), &[]).await;
@@ -502,7 +526,7 @@ async fn mqtt_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once()
             }
         })
     };
-    kill_mid_stream(&mut first, &mongo, "devices", total / 4).await;
+    kill_mid_stream(&mut first, "devices", total / 4).await;
     paused.store(true, std::sync::atomic::Ordering::SeqCst);
     let second = mqtt_daemon(&mongo, &config).await;
     paused.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -540,6 +564,12 @@ async fn kafka_events_are_stored_and_counted_and_bad_messages_dead_lettered_with
 
     let letters = support::recount::all(&mongo, "dead_letters", doc! {}).await;
     assert_eq!(letters.len(), 2, "{letters:?}");
+    // No client hears of a source's refused events: the log says they went there.
+    let log = daemon.stderr();
+    assert!(
+        log.contains("message(s) with refused events went to dead_letters since the last such line (the latest: "),
+        "{log}"
+    );
     let at_coordinates = |partition: i32, offset: i64| {
         letters
             .iter()
@@ -589,7 +619,7 @@ async fn kafka_kill_9_mid_stream_then_restart_stores_and_counts_each_event_once(
             }
         })
     };
-    kill_mid_stream(&mut first, &mongo, "views", total / 4).await;
+    kill_mid_stream(&mut first, "views", total / 4).await;
     publisher.await.expect("publisher");
     eprintln!(
         "killed with {} events stored; committed {:?} of {:?}",
@@ -637,7 +667,8 @@ async fn one_of_two_daemons_leaves_mid_stream(signal: &str) {
             }
         })
     };
-    stop_mid_stream(&mut victim, &mongo, "views", total / 4, signal).await;
+    // The victim holds half the partitions: an eighth of the stream is a quarter of its share.
+    stop_mid_stream(&mut victim, "views", total / 8, signal).await;
     if signal == "TERM" {
         assert!(
             victim.stderr().contains("handed over partitions"),

@@ -164,6 +164,7 @@ pub async fn run(
             events: events.clone(),
             metrics: source_metrics,
             waiting: Default::default(),
+            dead_lettered: Default::default(),
             late_writes_read,
         }),
         sources_stop,

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bson::Document;
 use chrono::Utc;
@@ -33,6 +33,9 @@ pub struct Intake {
     pub dead_letters: DeadLetters,
     /// Messages waiting per source, so an outage is logged once.
     pub waiting: Mutex<HashMap<String, usize>>,
+    /// Dead letters per source since it last logged some, so a stream of them
+    /// (a backlog gone past the lateness) is one line every few seconds.
+    pub dead_lettered: Mutex<HashMap<String, DeadLetterLog>>,
     /// True once the previous run's last inserts, which MongoDB may apply after this
     /// run started (a killed daemon's, on a loaded server), had their time to land:
     /// a redelivered message is looked up only then, or its copy could be missed.
@@ -63,6 +66,16 @@ pub enum Settled {
 
 /// Why a message must wait: nothing of it is lost, it is tried again.
 struct Wait(String);
+
+/// When a source last logged its dead letters, and how many it kept since.
+#[derive(Default)]
+pub struct DeadLetterLog {
+    logged_at: Option<Instant>,
+    unlogged: usize,
+}
+
+/// At most one dead-letter line per source this often.
+const DEAD_LETTER_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Pauses between two tries of one message: 100 ms doubling to 5 s.
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
@@ -244,7 +257,34 @@ impl Intake {
             ))
         })?;
         self.count(m.source, "dead_letter", rejected.len());
+        if let Some((newest, _)) = rejected.first() {
+            self.log_dead_letters(m.source, newest);
+        }
         Ok(())
+    }
+
+    /// Events of a source go to `dead_letters` unseen by any client: say so in the
+    /// log, the first time and then at most every [`DEAD_LETTER_LOG_EVERY`].
+    fn log_dead_letters(&self, source: &str, newest: &Rejection) {
+        let mut logs = self.dead_lettered.lock().unwrap_or_else(|p| p.into_inner());
+        let log = logs.entry(source.to_string()).or_default();
+        log.unlogged += 1;
+        if log
+            .logged_at
+            .is_some_and(|at| at.elapsed() < DEAD_LETTER_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            source,
+            "{} message(s) with refused events went to dead_letters since the last such line (the latest: {} at '{}': {})",
+            log.unlogged,
+            newest.kind,
+            newest.path,
+            newest.reason
+        );
+        log.logged_at = Some(Instant::now());
+        log.unlogged = 0;
     }
 
     fn count(&self, source: &str, outcome: &'static str, n: usize) {
