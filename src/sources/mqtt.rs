@@ -134,7 +134,8 @@ pub async fn run(c: MqttConfig, intake: Arc<Intake>, mut stop: watch::Receiver<b
                 }
             },
             settled = oldest(&mut pending) => {
-                let (_, publish, on) = pending.pop_front().expect("oldest is pending");
+                // `oldest` only resolves when there is one.
+                let Some((_, publish, on)) = pending.pop_front() else { continue };
                 if on == connection {
                     acknowledge(&intake, &c.name, &client, &publish, settled);
                 }
