@@ -407,10 +407,7 @@ async fn paused_mongodb_gets_503_never_2xx_and_recovers() {
     // An insert answered 503 at its timeout may still have been stored once MongoDB
     // woke up: it is counted then, exactly once. Once no insert awaits an answer, the
     // rollups equal an exact recount of whatever `events` holds.
-    let metric = |text: &str, name: &str| -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-    };
+    let metric = support::prom::value;
     let deadline = Instant::now() + support::PATIENCE;
     loop {
         let m = daemon.metrics().await;

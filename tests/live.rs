@@ -231,10 +231,8 @@ async fn channels_get_only_their_series_and_share_one_change_stream() {
     // data source started are those opened minus those reopened: exactly one.
     let metrics = l.plugin.metrics(&l.ds).await;
     let counter = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+        support::prom::value(&metrics, name).unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            as u64
     };
     let opened = counter("mongopulse_plugin_live_change_streams_opened_total");
     let reopened = counter("mongopulse_plugin_live_resyncs_total");
@@ -287,11 +285,8 @@ async fn a_lost_change_stream_loses_and_duplicates_nothing() {
         "never more than the events sent: {seen:?}"
     );
     let metrics = l.plugin.metrics(&l.ds).await;
-    let resyncs: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("mongopulse_plugin_live_resyncs_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let resyncs = support::prom::value(&metrics, "mongopulse_plugin_live_resyncs_total")
+        .unwrap_or(0.0) as u64;
     assert!(
         resyncs >= 1,
         "the lost history made the channels re-read the rollups: {metrics}"

@@ -102,10 +102,12 @@ async fn show_runs(first: &Daemon, second: &Daemon) {
     let m = second.metrics().await;
     let found: f64 = m
         .lines()
-        .filter(|l| {
-            l.starts_with("mongopulse_source_events_total{") && l.contains("outcome=\"duplicate\"")
+        .filter_map(support::prom::sample)
+        .filter(|s| {
+            s.name == "mongopulse_source_events_total"
+                && s.labels.get("outcome").is_some_and(|o| o == "duplicate")
         })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|s| s.value)
         .sum();
     eprintln!(
         "first run:\n{}\nsecond run:\n{}\nthe restarted daemon found {found} redelivered events stored already",
@@ -911,4 +913,29 @@ async fn amqp_with_mongodb_paused_acknowledges_nothing_unstored_and_resumes() {
     show_runs(&first, &second).await;
     assert_exactly_once(&mongo, 0..total).await;
     rabbit.delete().await;
+}
+
+/// The reader the tests above use for `/metrics` (tests/support/prom.rs).
+#[test]
+fn the_metrics_reader_matches_labels_as_a_set_and_unescapes_values() {
+    let text = "# HELP x_total Some.\n# TYPE x_total counter\n\
+                x_total{outcome=\"stored\",source=\"a b\"} 12\n\
+                x_total{source=\"q\\\"}\",outcome=\"dead_letter\"} 3 1700000000000\n\
+                up 1\n\
+                lag{p=\"0\"} +Inf\n";
+    assert_eq!(
+        support::prom::value(text, "x_total{source=\"a b\",outcome=\"stored\"}"),
+        Some(12.0)
+    );
+    assert_eq!(
+        support::prom::value(text, "x_total{outcome=\"dead_letter\",source=\"q\\\"}\"}"),
+        Some(3.0)
+    );
+    assert_eq!(support::prom::value(text, "x_total{source=\"a b\"}"), None);
+    assert_eq!(support::prom::value(text, "up"), Some(1.0));
+    assert_eq!(
+        support::prom::value(text, "lag{p=\"0\"}"),
+        Some(f64::INFINITY)
+    );
+    assert_eq!(support::prom::value(text, "missing"), None);
 }

@@ -75,10 +75,9 @@ pub fn bodies(seqs: std::ops::Range<usize>, at: chrono::DateTime<Utc>) -> Vec<Ve
     out
 }
 
-pub fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or(0.0)
+/// The sample `selector` names in a `/metrics` text (labels in any order), 0 if absent.
+pub fn metric(text: &str, selector: &str) -> f64 {
+    super::prom::value(text, selector).unwrap_or(0.0)
 }
 
 pub struct Nats {

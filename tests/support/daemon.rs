@@ -172,10 +172,7 @@ impl Daemon {
     /// what it stored: until then MongoDB may still store events (and the daemon count
     /// them), so a recount of `events` taken earlier can fall short.
     pub async fn wait_until_inserts_settled(&self) {
-        let gauge = |text: &str, name: &str| -> Option<f64> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        };
+        let gauge = super::prom::value;
         let deadline = Instant::now() + super::PATIENCE;
         loop {
             let m = self.metrics().await;

@@ -10,6 +10,7 @@ pub mod load;
 pub mod mongo;
 pub mod plugin_harness;
 pub mod procstat;
+pub mod prom;
 pub mod recount;
 pub mod report;
 pub mod zip;
