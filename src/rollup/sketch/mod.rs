@@ -287,6 +287,41 @@ mod tests {
         assert_eq!(pages_all.total(), 400);
     }
 
+    /// A window filled by merges keeps one union and folds each merge into
+    /// it: its estimate and its stored HLL_4 image are those of the crate's
+    /// union of the same minutes, and a query reads them back alike.
+    #[test]
+    fn windows_filled_by_merges_answer_like_the_crates_union() {
+        use datasketches::hll::{HllType, HllUnion};
+        let users: Vec<String> = (0..1_100).map(|i| format!("u{i}")).collect();
+        // Ten minutes of 200 users each, overlapping by half.
+        let mut hour = Distinct::default();
+        let mut theirs = HllUnion::new(HLL_LG_K).unwrap();
+        for m in 0..10 {
+            let minute = &users[m * 100..m * 100 + 200];
+            let mut d = Distinct::default();
+            minute.iter().for_each(|u| d.insert(u));
+            hour.merge(&d);
+            let mut crate_minute = new_hll();
+            minute.iter().for_each(|u| crate_minute.update(u.as_str()));
+            theirs.update(&crate_minute);
+        }
+        let stored = hour.to_bytes();
+        assert!(stored.len() <= 2_200, "HLL_4: {} bytes", stored.len());
+        let crate_image = theirs.to_sketch(HllType::Hll4).serialize();
+        let (ours, crates) = (
+            Distinct::from_bytes(&stored).unwrap().estimate(),
+            Distinct::from_bytes(&crate_image).unwrap().estimate(),
+        );
+        // Same registers; the crate's in-order estimator may differ in the last digits.
+        assert!((ours - crates).abs() / crates < 1e-3, "{ours} vs {crates}");
+        assert!((hour.estimate() - ours).abs() / ours < 1e-3);
+        assert!((ours - 1_100.0).abs() <= 3.0 * 0.0163 * 1_100.0);
+        let mut range = Distinct::from_bytes(&crate_image).unwrap();
+        range.merge(&Distinct::from_bytes(&stored).unwrap());
+        assert!((range.estimate() - 1_100.0).abs() <= 3.0 * 0.0163 * 1_100.0);
+    }
+
     /// Our coupon is the crate's, read from the list image of a one-value sketch.
     #[test]
     fn coupons_are_the_crates() {
