@@ -402,7 +402,9 @@ mod tests {
             let mut union = HllUnion::new(HLL_LG_K).unwrap();
             for p in 0..parts {
                 let mut part = new_hll();
-                (p..values).step_by(parts).for_each(|i| part.update(format!("v{i}")));
+                (p..values)
+                    .step_by(parts)
+                    .for_each(|i| part.update(format!("v{i}")));
                 union.update(&part);
             }
             let ours = hll4_image(&union.to_sketch(HllType::Hll8).serialize()).unwrap();
