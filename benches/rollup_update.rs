@@ -103,6 +103,15 @@ fn ours(events: &[Event]) -> Windows {
     w
 }
 
+/// What `ours_results` times: every window closed (minutes merged into their
+/// hours, hours into their days), then every stored document built. Never
+/// inlined, so callgrind can count it alone (`--toggle-collect`).
+#[inline(never)]
+fn close_and_flush(w: &mut Windows) -> usize {
+    w.advance(T0 + 10 * SPAN_MS);
+    w.flush(0).rollups.len()
+}
+
 /// The seed's way: every value kept, sets of ids, a map of pages, per bucket.
 #[derive(Default)]
 struct NaiveBucket {
@@ -221,10 +230,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("ours_results", |b| {
         b.iter_batched(
             || ours(&events),
-            |mut w| {
-                w.advance(T0 + 10 * SPAN_MS);
-                w.flush(0).rollups.len()
-            },
+            |mut w| close_and_flush(&mut w),
             BatchSize::PerIteration,
         )
     });
@@ -254,11 +260,7 @@ fn count_instructions(what: &str) {
     let kept = match what {
         "ours" => ours(&events).open_windows(Level::Minute),
         "naive" => naive(&events).len(),
-        "ours_results" => {
-            let mut w = ours(&events);
-            w.advance(T0 + 10 * SPAN_MS);
-            w.flush(0).rollups.len()
-        }
+        "ours_results" => close_and_flush(&mut ours(&events)),
         _ => 0,
     };
     eprintln!("{what}: {} events, {kept} buckets", events.len());
