@@ -206,7 +206,8 @@ fn hll4_image(hll8: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let cur_min = registers.iter().copied().min()?;
-    let at_cur_min = registers.iter().filter(|r| **r == cur_min).count() as u32;
+    let max = registers.iter().copied().max()?;
+    let at_cur_min: u32 = registers.iter().map(|r| (*r == cur_min) as u32).sum();
     let mut out = Vec::with_capacity(PREAMBLE + registers.len() / 2 + 64);
     out.extend_from_slice(&hll8[..4]); // preamble ints, serial version, family, lgK
     out.push(0); // lgArr: unused with compact aux entries
@@ -217,6 +218,23 @@ fn hll4_image(hll8: &[u8]) -> Option<Vec<u8>> {
     out.extend_from_slice(&at_cur_min.to_le_bytes());
     let aux_count_at = out.len();
     out.extend_from_slice(&0u32.to_le_bytes());
+    if max - cur_min < AUX_TOKEN {
+        // The common case, no aux entries: eight registers at a time. Each
+        // byte is at least cur_min, so the subtraction borrows across none;
+        // then every byte below 16 is paired with the next one's high nibble,
+        // and the even bytes are gathered.
+        let less = u64::from(cur_min) * 0x0101_0101_0101_0101;
+        for eight in registers.chunks_exact(8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(eight);
+            let x = u64::from_le_bytes(word) - less;
+            let pairs = (x | (x >> 4)) & 0x00ff_00ff_00ff_00ff;
+            let halves = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+            let packed = (halves | (halves >> 16)) as u32;
+            out.extend_from_slice(&packed.to_le_bytes());
+        }
+        return Some(out);
+    }
     let mut aux = Vec::new();
     let mut nibble = |slot: usize, register: u8| {
         let above = register - cur_min;
