@@ -287,6 +287,30 @@ mod tests {
         assert_eq!(pages_all.total(), 400);
     }
 
+    /// Merging narrow counters whose sum passes 255 in a bin, or whose keys
+    /// lie outside the open range on either side, still gives the crate's bytes.
+    #[test]
+    fn quantile_merges_that_widen_or_extend_the_range_are_the_crates() {
+        let parts: [Vec<f64>; 3] = [
+            vec![500.0; 200],
+            (0..200)
+                .map(|i| 500.0 + (i % 2 * (i % 5)) as f64 * 40.0)
+                .collect(),
+            (0..50).map(|i| 0.5 + i as f64 * 1e3).collect(),
+        ];
+        let mut ours = Quantiles::new(0.01);
+        let mut reference = new_ddsketch(0.01);
+        for part in &parts {
+            let mut minute = Quantiles::new(0.01);
+            let mut crate_minute = new_ddsketch(0.01);
+            part.iter().for_each(|v| minute.insert(*v));
+            part.iter().for_each(|v| crate_minute.add(*v));
+            ours.merge(&minute).unwrap();
+            reference.merge(&crate_minute).unwrap();
+            assert_eq!(ours.to_bytes(), reference.to_java_bytes());
+        }
+    }
+
     /// A window filled by merges keeps one union and folds each merge into
     /// it: its estimate and its stored HLL_4 image are those of the crate's
     /// union of the same minutes, and a query reads them back alike.
