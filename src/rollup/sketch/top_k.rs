@@ -89,24 +89,14 @@ impl Items {
     }
 
     /// Keeps the items whose count stays above zero once `by` is subtracted.
-    /// In place: a full map purges every few dozen new values, and building
-    /// new lists each time reallocated all four of them as they grew back.
     fn subtract(&mut self, by: u64) {
-        let mut text = String::with_capacity(self.text.capacity());
-        let mut kept = 0;
+        let mut kept = Items::default();
         for i in 0..self.len() {
             if self.counts[i] > by {
-                text.push_str(self.value(i));
-                self.hashes[kept] = self.hashes[i];
-                self.counts[kept] = self.counts[i] - by;
-                self.ends[kept] = text.len() as u32;
-                kept += 1;
+                kept.push(self.hashes[i], self.value(i), self.counts[i] - by);
             }
         }
-        self.hashes.truncate(kept);
-        self.counts.truncate(kept);
-        self.ends.truncate(kept);
-        self.text = text;
+        *self = kept;
     }
 
     fn heap_size(&self) -> usize {
