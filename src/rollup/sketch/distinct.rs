@@ -30,6 +30,9 @@ pub const HLL_LG_K: u8 = 12;
 /// past which the crate leaves its set mode at lgK 12.
 pub(super) const DISTINCT_EXACT_MAX: usize = 256;
 
+/// The HLL image's flag for compact storage (no empty slots written).
+const COMPACT: u8 = 8;
+
 /// Distinct-count sketch.
 #[derive(Clone, Debug)]
 pub enum Distinct {
@@ -133,7 +136,6 @@ fn exact_bytes(coupons: &[u32]) -> Vec<u8> {
     const SERIAL_VERSION: u8 = 1;
     const FAMILY_HLL: u8 = 7;
     const EMPTY: u8 = 4;
-    const COMPACT: u8 = 8;
     const MODE_LIST: u8 = 0;
     const MODE_SET: u8 = 1;
     let n = coupons.len();
@@ -195,7 +197,6 @@ fn fold_coupons(union: &mut HllUnion, coupons: &[u32]) {
 /// holds the result to the crate's bytes.
 fn hll4_image(hll8: &[u8]) -> Option<Vec<u8>> {
     const PREAMBLE: usize = 40;
-    const COMPACT: u8 = 8;
     const OUT_OF_ORDER: u8 = 16;
     // Mode byte: current mode HLL (2), target type in bits 2..4 (HLL_4 0, HLL_8 2).
     const HLL_AS_HLL8: u8 = 2 | (2 << 2);
