@@ -372,6 +372,10 @@ struct Partition {
     fetched_end: Option<i64>,
     paused: bool,
     stop: watch::Sender<bool>,
+    /// When the commit point last moved (or the partition was assigned), and whether
+    /// a stall since then was logged: see [`Context::measure_lag`].
+    moved_at: Instant,
+    stall_logged: bool,
 }
 
 impl Partition {
@@ -387,6 +391,8 @@ impl Partition {
             fetched_end: None,
             paused: false,
             stop: watch::channel(false).0,
+            moved_at: Instant::now(),
+            stall_logged: false,
         }
     }
 
@@ -457,6 +463,10 @@ impl Partition {
 
     /// Kafka now holds `point` as committed.
     fn committed_at(&mut self, point: i64) {
+        if self.committed != Some(point) {
+            self.moved_at = Instant::now();
+            self.stall_logged = false;
+        }
         self.committed = Some(point);
         self.taken = self.taken.split_off(&point);
     }
@@ -637,10 +647,21 @@ impl Context {
         if points.is_empty() {
             return;
         }
-        match consumer.commit(&list, CommitMode::Sync) {
+        let asked = Instant::now();
+        let answer = consumer.commit(&list, CommitMode::Sync);
+        self.note_slow_commit(asked);
+        match answer {
             Ok(()) => {
                 for (key, point, clean) in points {
                     if let Some(p) = parts.get_mut(&key) {
+                        if p.stall_logged {
+                            tracing::info!(
+                                source = self.name,
+                                "partition {}/{} commits again, at offset {point}",
+                                key.0,
+                                key.1
+                            );
+                        }
                         p.committed_at(point);
                         p.committed_clean = clean;
                     }
@@ -789,7 +810,10 @@ impl Context {
         if let Some(mut e) = list.find_partition(&key.0, key.1) {
             e.set_metadata(OPEN);
         }
-        match consumer.commit(&list, CommitMode::Sync) {
+        let asked = Instant::now();
+        let answer = consumer.commit(&list, CommitMode::Sync);
+        self.note_slow_commit(asked);
+        match answer {
             // Nothing before this holder to look for.
             Ok(()) => p.previous = Previous::Clean,
             Err(e) => tracing::warn!(
@@ -815,7 +839,23 @@ impl Context {
         });
     }
 
-    /// Kafka's lag of each assigned partition (high watermark − committed offset).
+    /// A synchronous commit holds the consumer thread (no message taken, no lag
+    /// read) until Kafka answers, or until `session.timeout.ms` when its group
+    /// coordinator is unreachable: a long one is worth a line.
+    fn note_slow_commit(&self, asked: Instant) {
+        let took = asked.elapsed();
+        if took >= SLOW_COMMIT {
+            tracing::warn!(
+                source = self.name,
+                "Kafka took {:.1} s to answer a commit; the consumer waited for it",
+                took.as_secs_f64()
+            );
+        }
+    }
+
+    /// Kafka's lag of each assigned partition (high watermark − committed offset);
+    /// logs, once, a partition whose commit point has not moved for [`STALL_AFTER`]
+    /// though messages wait, with where its bookkeeping stands.
     fn measure_lag(&self, consumer: &BaseConsumer<Self>) {
         let keys: Vec<(Key, Option<i64>)> = lock(&self.partitions)
             .iter()
@@ -830,6 +870,25 @@ impl Context {
             };
             let lag = (high - committed.unwrap_or(low)).max(0);
             backlog += lag;
+            if lag > 0 {
+                if let Some(p) = lock(&self.partitions).get_mut(&(topic.clone(), partition)) {
+                    if !p.stall_logged && p.moved_at.elapsed() >= STALL_AFTER {
+                        p.stall_logged = true;
+                        tracing::warn!(
+                            source = self.name,
+                            "partition {topic}/{partition} has not committed for {} s with {lag} message(s) behind: committed {:?}, {} taken ({} awaiting MongoDB), {} held, paused {}, previous holder {:?}, fetched up to {:?}",
+                            p.moved_at.elapsed().as_secs(),
+                            p.committed,
+                            p.taken.len(),
+                            p.pending(),
+                            p.held.len(),
+                            p.paused,
+                            p.previous,
+                            p.fetched_end
+                        );
+                    }
+                }
+            }
             self.intake
                 .metrics
                 .kafka_lag
@@ -862,6 +921,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// most stored offsets are committed while messages flow.
 const LAG_EVERY: Duration = Duration::from_secs(2);
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
+
+/// A commit point unmoved this long while messages wait is logged as a stall.
+const STALL_AFTER: Duration = Duration::from_secs(60);
+
+/// A synchronous commit this slow is logged.
+const SLOW_COMMIT: Duration = Duration::from_secs(2);
 
 /// Why a consumer ended.
 enum Ended {
@@ -1067,6 +1132,23 @@ mod tests {
         p.take(10);
         p.settled(10, Outcome::Stored);
         assert_eq!(p.commit_point(), Some(11));
+    }
+
+    #[test]
+    fn a_stall_is_logged_again_only_after_the_commit_point_moved() {
+        let mut p = Partition::new(0, Previous::MaybeCopies);
+        fetch_and_take(&mut p, 0, 2);
+        p.committed_at(0);
+        p.stall_logged = true;
+        let since = p.moved_at;
+        // Kafka answering the same point again is no progress.
+        p.committed_at(0);
+        assert!(p.stall_logged);
+        assert_eq!(p.moved_at, since);
+        p.settled(0, Outcome::Stored);
+        p.committed_at(1);
+        assert!(!p.stall_logged);
+        assert!(p.moved_at >= since);
     }
 
     #[test]
