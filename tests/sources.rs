@@ -40,13 +40,20 @@ async fn stored(mongo: &TestMongo) -> BTreeMap<i64, usize> {
     support::recount::recount_and_seqs(mongo).await.1
 }
 
+/// Waits until `n` events are stored. A slow machine stores them slowly: only
+/// [`support::PATIENCE`] without one more stored event is a hang.
 async fn wait_stored(mongo: &TestMongo, n: usize, daemon: &Daemon) {
-    let deadline = Instant::now() + support::PATIENCE;
+    let mut deadline = Instant::now() + support::PATIENCE;
+    let mut before = 0;
     loop {
         let seqs = stored(mongo).await;
         let seen = seqs.len();
         if seen >= n {
             return;
+        }
+        if seen > before {
+            before = seen;
+            deadline = Instant::now() + support::PATIENCE;
         }
         if Instant::now() >= deadline {
             // Where it stalled: which events are missing, and what the daemon's
@@ -59,7 +66,8 @@ async fn wait_stored(mongo: &TestMongo, n: usize, daemon: &Daemon) {
                 .map(str::to_string)
                 .collect();
             panic!(
-                "only {seen} of {n} events stored; missing seqs {:?}\nsource metrics:\n{}\nlog:\n{}",
+                "only {seen} of {n} events stored, none more for {} s; missing seqs {:?}\nsource metrics:\n{}\nlog:\n{}",
+                support::PATIENCE.as_secs(),
                 missing_runs(&seqs, n),
                 sources.join("\n"),
                 daemon.stderr()
