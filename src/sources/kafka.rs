@@ -34,7 +34,7 @@ use bson::doc;
 use prometheus_client::encoding::EncodeLabelSet;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -647,10 +647,7 @@ impl Context {
         if points.is_empty() {
             return;
         }
-        let asked = Instant::now();
-        let answer = consumer.commit(&list, CommitMode::Sync);
-        self.note_slow_commit(asked);
-        match answer {
+        match self.commit_sync(consumer, &list) {
             Ok(()) => {
                 for (key, point, clean) in points {
                     if let Some(p) = parts.get_mut(&key) {
@@ -810,10 +807,7 @@ impl Context {
         if let Some(mut e) = list.find_partition(&key.0, key.1) {
             e.set_metadata(OPEN);
         }
-        let asked = Instant::now();
-        let answer = consumer.commit(&list, CommitMode::Sync);
-        self.note_slow_commit(asked);
-        match answer {
+        match self.commit_sync(consumer, &list) {
             // Nothing before this holder to look for.
             Ok(()) => p.previous = Previous::Clean,
             Err(e) => tracing::warn!(
@@ -839,10 +833,16 @@ impl Context {
         });
     }
 
-    /// A synchronous commit holds the consumer thread (no message taken, no lag
-    /// read) until Kafka answers, or until `session.timeout.ms` when its group
-    /// coordinator is unreachable: a long one is worth a line.
-    fn note_slow_commit(&self, asked: Instant) {
+    /// Commits `list` and waits for Kafka's answer. That holds the consumer thread
+    /// (no message taken, no lag read), until `session.timeout.ms` when the group
+    /// coordinator is unreachable: a long wait is worth a line.
+    fn commit_sync(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        list: &TopicPartitionList,
+    ) -> KafkaResult<()> {
+        let asked = Instant::now();
+        let answer = consumer.commit(list, CommitMode::Sync);
         let took = asked.elapsed();
         if took >= SLOW_COMMIT {
             tracing::warn!(
@@ -851,6 +851,7 @@ impl Context {
                 took.as_secs_f64()
             );
         }
+        answer
     }
 
     /// Kafka's lag of each assigned partition (high watermark − committed offset);
